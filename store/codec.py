@@ -1,0 +1,204 @@
+"""Value encodings, as PD writes them: protobuf settings, JSON states and controller, bare-float
+service limits. ``decode_value`` is the one entry point for a (key, bytes) pair from etcd.
+
+Unknown-field survival: ``encode_settings`` starts from the bytes a group was decoded from and
+applies the model's known fields onto that message in place, so unknown fields, top-level or
+nested in a known sub-message, are re-emitted untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError as _PbDecodeError
+from google.protobuf.message import Message
+from pydantic import ValidationError
+
+from store._pb import rmwatch_rm_pb2 as pb
+from store.errors import DecodeError
+from store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
+from store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+
+Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
+"""What a metadata key decodes to."""
+
+_MESSAGE = FieldDescriptor.TYPE_MESSAGE
+
+
+# ---- settings (protobuf) --------------------------------------------------------------------
+
+
+def _message_to_dict(msg: Message) -> dict[str, Any]:
+    # Scalars are always emitted (proto3 zero values are meaningful: mode 0 is Unknown);
+    # sub-messages only when present, so "absent" and "empty" stay distinct.
+    out: dict[str, Any] = {}
+    for field in msg.DESCRIPTOR.fields:
+        value = getattr(msg, field.name)
+        if field.type == _MESSAGE:
+            if msg.HasField(field.name):
+                out[field.name] = _message_to_dict(value)
+        elif field.is_repeated:
+            out[field.name] = list(value)
+        else:
+            out[field.name] = value
+    return out
+
+
+def _apply(msg: Message, data: dict[str, Any]) -> None:
+    # Set known fields in place; untouched bytes of unknown fields stay in `msg`.
+    for field in msg.DESCRIPTOR.fields:
+        value = data.get(field.name)
+        if field.type == _MESSAGE:
+            if value is None:
+                msg.ClearField(field.name)
+            else:
+                _apply(getattr(msg, field.name), value)
+                # An all-default sub-message must still be emitted (present-but-empty).
+                getattr(msg, field.name).SetInParent()
+        elif field.is_repeated:
+            container = getattr(msg, field.name)
+            del container[:]
+            container.extend(value or ())
+        elif value is None:
+            msg.ClearField(field.name)
+        else:
+            setattr(msg, field.name, int(value) if isinstance(value, int) else value)
+
+
+def decode_settings(key: str, data: bytes) -> ResourceGroup:
+    """Decode a ``ResourceGroup`` protobuf; raise DecodeError naming ``key`` if it does not."""
+    msg = pb.ResourceGroup()
+    try:
+        msg.ParseFromString(data)
+    except (_PbDecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeError(key, f"not a ResourceGroup protobuf: {exc}") from None
+    fields = _message_to_dict(msg)
+    if "keyspace_id" in fields:
+        fields["keyspace_id"] = fields["keyspace_id"]["value"]
+    try:
+        group = ResourceGroup.model_validate(fields)
+    except ValidationError as exc:
+        raise DecodeError(key, _first_error(exc)) from None
+    return group.with_wire(bytes(data))
+
+
+def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
+    """Encode settings as protobuf, on top of ``base`` (default: the group's own wire bytes)."""
+    msg = pb.ResourceGroup()
+    original = base if base is not None else group.wire
+    if original:
+        msg.ParseFromString(original)
+    data = group.model_dump(mode="python", by_alias=True)
+    data["keyspace_id"] = None if group.keyspace_id is None else {"value": group.keyspace_id}
+    _apply(msg, data)
+    return msg.SerializeToString(deterministic=True)
+
+
+# ---- states, controller, service limit (JSON) -----------------------------------------------
+
+
+def _load_json(key: str, data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(key, f"not JSON: {exc}") from None
+
+
+def decode_states(key: str, data: bytes) -> GroupStates:
+    """Decode a group's states JSON."""
+    try:
+        return GroupStates.model_validate(_load_json(key, data))
+    except ValidationError as exc:
+        raise DecodeError(key, _first_error(exc)) from None
+
+
+def encode_states(states: GroupStates) -> bytes:
+    """Encode states as PD does: empty fields omitted."""
+    return _dumps(states.model_dump(mode="json", exclude_none=True))
+
+
+def decode_controller(key: str, data: bytes) -> ControllerConfig:
+    """Decode the controller config JSON; missing keys take PD's defaults, unknown keys stay."""
+    try:
+        return ControllerConfig.model_validate(_load_json(key, data))
+    except ValidationError as exc:
+        raise DecodeError(key, _first_error(exc)) from None
+
+
+def encode_controller(config: ControllerConfig) -> bytes:
+    """Encode the controller config with PD's hyphenated keys."""
+    return _dumps(config.to_json_dict())
+
+
+def decode_service_limit(key: str, data: bytes, keyspace_id: int) -> ServiceLimit:
+    """Decode a bare JSON number service limit."""
+    value = _load_json(key, data)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise DecodeError(key, f"service limit must be a JSON number, got {value!r}")
+    try:
+        return ServiceLimit(keyspace_id=keyspace_id, service_limit=value)
+    except ValidationError as exc:
+        raise DecodeError(key, _first_error(exc)) from None
+
+
+def encode_service_limit(limit: ServiceLimit | float) -> bytes:
+    """Encode a service limit as Go's encoding/json writes a float64 (``100``, ``0.5``)."""
+    value = limit.service_limit if isinstance(limit, ServiceLimit) else float(limit)
+    return format_go_float(value).encode()
+
+
+def format_go_float(value: float) -> str:
+    """A float64 as Go's JSON encoder formats it: integral values without ``.0``."""
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    return repr(value)
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "value"
+    return f"{where}: {err['msg']}"
+
+
+# ---- one entry point for the replica and the writer -----------------------------------------
+
+
+def decode_value(key: str, parsed: ParsedKey, data: bytes) -> Value:
+    """Decode the value of a parsed key, checking it agrees with its key (name, keyspace)."""
+    if parsed.kind is KeyKind.SETTINGS:
+        group = decode_settings(key, data)
+        if group.name != parsed.name:
+            raise DecodeError(key, f"name {group.name!r} differs from the key's {parsed.name!r}")
+        if group.effective_keyspace_id != parsed.keyspace_id and group.keyspace_id is not None:
+            raise DecodeError(
+                key,
+                f"keyspace_id {group.keyspace_id} differs from the key's {parsed.keyspace_id}",
+            )
+        return group
+    if parsed.kind is KeyKind.STATES:
+        return decode_states(key, data)
+    if parsed.kind is KeyKind.CONTROLLER:
+        return decode_controller(key, data)
+    return decode_service_limit(key, data, parsed.keyspace_id)
+
+
+__all__ = [
+    "NULL_KEYSPACE_ID",
+    "Value",
+    "decode_controller",
+    "decode_service_limit",
+    "decode_settings",
+    "decode_states",
+    "decode_value",
+    "encode_controller",
+    "encode_service_limit",
+    "encode_settings",
+    "encode_states",
+    "format_go_float",
+]

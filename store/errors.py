@@ -1,0 +1,109 @@
+"""Every error a caller of rmwatch can meet, in one tree.
+
+    RmwatchError
+    ├── InvalidKeyError          a key under the prefix does not parse (kind, keyspace id, name)
+    ├── DecodeError              a value in etcd does not decode; names the key
+    ├── InvalidInputError        a request value fails validation; names the field (HTTP 400)
+    ├── EtcdUnavailableError     etcd did not answer within the deadline after retries
+    └── WriteError               a write was not applied; nothing was written
+        ├── WriteRefusedError    the write role forbids it (HTTP 403)
+        │   └── ReservedGroupError   delete of the reserved group ``default`` (HTTP 403)
+        ├── NotFoundError        group or service limit missing (HTTP 404)
+        ├── AlreadyExistsError   add of an existing group (HTTP 400, as PD)
+        ├── ConflictError        compare-and-set lost; carries the current revision (HTTP 409)
+        ├── NotLeaderError       this writer is not (or no longer) the leader; names the leader
+        └── DrainingError        this writer is draining and takes no new writes (HTTP 503)
+
+Replica errors (``watcher.errors``) extend ``RmwatchError`` too.
+"""
+
+from __future__ import annotations
+
+
+class RmwatchError(Exception):
+    """Base of every error raised by rmwatch."""
+
+
+class InvalidKeyError(RmwatchError, ValueError):
+    """A key does not match PD's resource-group key layout."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class DecodeError(RmwatchError, ValueError):
+    """A value stored in etcd does not decode; ``key`` says which one."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"cannot decode value of {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidInputError(RmwatchError, ValueError):
+    """A request value fails validation; ``field`` names it (dotted path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class EtcdUnavailableError(RmwatchError, ConnectionError):
+    """etcd did not answer within the deadline, after retrying every endpoint."""
+
+
+class WriteError(RmwatchError):
+    """A write was not applied. HTTP status ``status`` is PD's answer for it."""
+
+    status = 500
+
+
+class WriteRefusedError(WriteError):
+    """The configured write role forbids this write ("metadata write disabled")."""
+
+    status = 403
+
+
+class ReservedGroupError(WriteRefusedError):
+    """The reserved group ``default`` cannot be deleted (PD refuses it in every keyspace)."""
+
+
+class NotFoundError(WriteError, LookupError):
+    """The group, keyspace or service limit does not exist."""
+
+    status = 404
+
+
+class AlreadyExistsError(WriteError):
+    """Add of a group that already exists."""
+
+    status = 400
+
+
+class ConflictError(WriteError):
+    """A compare-and-set write lost: the key changed since ``expected_revision``."""
+
+    status = 409
+
+    def __init__(self, message: str, *, current_revision: int) -> None:
+        super().__init__(message)
+        self.current_revision = current_revision
+
+
+class NotLeaderError(WriteError):
+    """This writer is not the elected leader (or lost leadership mid-write)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class DrainingError(WriteError):
+    """This writer is draining: it finishes writes in flight and takes no new ones."""
+
+    status = 503

@@ -1,0 +1,141 @@
+"""PD's etcd key layout for resource-manager metadata, and parsing keys back.
+
+Keys are relative to a configurable root prefix (empty by default, as in PD). The null keyspace
+(0xFFFFFFFF) uses the legacy keys for settings and states, but not for service limits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from store.errors import InvalidKeyError
+
+NULL_KEYSPACE_ID = 0xFFFFFFFF
+"""The null keyspace: groups that belong to no keyspace (PD's constant.NullKeyspaceID)."""
+
+_ROOT = "resource_group/"
+
+
+class KeyKind(StrEnum):
+    """What a key under ``resource_group/`` holds."""
+
+    SETTINGS = "settings"
+    STATES = "states"
+    CONTROLLER = "controller"
+    SERVICE_LIMIT = "service_limit"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key split into its parts; ``name`` is None for the controller and service limits."""
+
+    kind: KeyKind
+    keyspace_id: int = NULL_KEYSPACE_ID
+    name: str | None = None
+
+
+def parse_keyspace_id(text: str) -> int:
+    """Parse a decimal keyspace id as PD writes it (no sign, no padding, at most 2**32 - 1)."""
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"keyspace id {text!r} is not a decimal number")
+    if len(text) > 1 and text[0] == "0":
+        # "07" and "7" would be two keys for one keyspace: refuse the alias.
+        raise ValueError(f"keyspace id {text!r} is zero-padded")
+    value = int(text)
+    if value > NULL_KEYSPACE_ID:
+        raise ValueError(f"keyspace id {value} exceeds {NULL_KEYSPACE_ID}")
+    return value
+
+
+def normalize_root_prefix(root_prefix: str) -> str:
+    """Return the root prefix with a trailing ``/`` when non-empty (PD joins with a slash)."""
+    if root_prefix and not root_prefix.endswith("/"):
+        return root_prefix + "/"
+    return root_prefix
+
+
+class KeyLayout:
+    """Builds and parses every metadata key under one root prefix."""
+
+    __slots__ = ("_controller", "_prefix", "root_prefix")
+
+    def __init__(self, root_prefix: str = "") -> None:
+        self.root_prefix = normalize_root_prefix(root_prefix)
+        self._prefix = self.root_prefix + _ROOT
+        self._controller = self._prefix + "controller"
+
+    @property
+    def prefix(self) -> str:
+        """The prefix RM watches: every key of this layout starts with it."""
+        return self._prefix
+
+    def settings(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> str:
+        """Key of a group's settings (protobuf)."""
+        if keyspace_id == NULL_KEYSPACE_ID:
+            return f"{self._prefix}settings/{name}"
+        return f"{self._prefix}keyspace/settings/{keyspace_id}/{name}"
+
+    def states(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> str:
+        """Key of a group's running states (JSON tokens and consumption)."""
+        if keyspace_id == NULL_KEYSPACE_ID:
+            return f"{self._prefix}states/{name}"
+        return f"{self._prefix}keyspace/states/{keyspace_id}/{name}"
+
+    def controller(self) -> str:
+        """Key of the controller config (JSON)."""
+        return self._controller
+
+    def service_limit(self, keyspace_id: int = NULL_KEYSPACE_ID) -> str:
+        """Key of a keyspace's service limit; the null keyspace has no legacy form here."""
+        return f"{self._prefix}keyspace/service_limits/{keyspace_id}"
+
+    def key_for(self, parsed: ParsedKey) -> str:
+        """The key a ParsedKey came from (inverse of ``parse``)."""
+        if parsed.kind is KeyKind.CONTROLLER:
+            return self.controller()
+        if parsed.kind is KeyKind.SERVICE_LIMIT:
+            return self.service_limit(parsed.keyspace_id)
+        assert parsed.name is not None
+        if parsed.kind is KeyKind.SETTINGS:
+            return self.settings(parsed.name, parsed.keyspace_id)
+        return self.states(parsed.name, parsed.keyspace_id)
+
+    def parse(self, key: str | bytes) -> ParsedKey:
+        """Split a full key into (kind, keyspace id, name); InvalidKeyError if it is not ours."""
+        text = key.decode("utf-8", "surrogateescape") if isinstance(key, bytes) else key
+        if not text.startswith(self._prefix):
+            raise InvalidKeyError(text, f"not under prefix {self._prefix!r}")
+        rest = text[len(self._prefix) :]
+        if rest == "controller":
+            return ParsedKey(KeyKind.CONTROLLER)
+        for head, kind in (("settings/", KeyKind.SETTINGS), ("states/", KeyKind.STATES)):
+            if rest.startswith(head):
+                return ParsedKey(kind, NULL_KEYSPACE_ID, _name(text, rest[len(head) :]))
+        if rest.startswith("keyspace/service_limits/"):
+            return ParsedKey(
+                KeyKind.SERVICE_LIMIT, _keyspace(text, rest[len("keyspace/service_limits/") :])
+            )
+        for head, kind in (
+            ("keyspace/settings/", KeyKind.SETTINGS),
+            ("keyspace/states/", KeyKind.STATES),
+        ):
+            if rest.startswith(head):
+                ks_text, sep, name = rest[len(head) :].partition("/")
+                if not sep:
+                    raise InvalidKeyError(text, "missing '/' between keyspace id and group name")
+                return ParsedKey(kind, _keyspace(text, ks_text), _name(text, name))
+        raise InvalidKeyError(text, "unknown kind of resource_group key")
+
+
+def _keyspace(key: str, text: str) -> int:
+    try:
+        return parse_keyspace_id(text)
+    except ValueError as exc:
+        raise InvalidKeyError(key, str(exc)) from None
+
+
+def _name(key: str, name: str) -> str:
+    if not name:
+        raise InvalidKeyError(key, "empty group name")
+    return name

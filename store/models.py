@@ -1,0 +1,372 @@
+"""PD's resource-manager metadata as frozen pydantic models, validated as PD validates them.
+
+Field names are PD's JSON/protobuf names, so request bodies and stored values map one to one.
+Settings models keep the wire bytes they were decoded from (``wire``), so fields this version
+does not know survive a read-modify-write (see ``store.codec``).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import IntEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+)
+
+from store.keys import NULL_KEYSPACE_ID
+
+MAX_NAME_BYTES = 32
+"""PD checks ``len(name) > 32`` on a Go string: bytes of UTF-8, not characters."""
+MAX_PRIORITY = 16
+DEFAULT_GROUP_NAME = "default"
+DEFAULT_FILL_RATE = 2147483647  # PD's reserved default group: unlimited RU (MaxInt32)
+DEFAULT_BURST_LIMIT = -1
+DEFAULT_PRIORITY = 8
+
+UINT32_MAX = 0xFFFFFFFF
+UINT64_MAX = 2**64 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+Uint32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+Uint64 = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+
+
+Double = Annotated[float, Field(allow_inf_nan=False)]
+"""A protobuf double / JSON number; NaN and infinities are refused (JSON cannot carry them)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class GroupMode(IntEnum):
+    """How a group is limited: by request units or by raw resources."""
+
+    UNKNOWN = 0
+    RU_MODE = 1
+    RAW_MODE = 2
+
+
+class RunawayAction(IntEnum):
+    """What happens to a runaway query."""
+
+    NONE_ACTION = 0
+    DRY_RUN = 1
+    COOL_DOWN = 2
+    KILL = 3
+    SWITCH_GROUP = 4
+
+
+class RunawayWatchType(IntEnum):
+    """How a runaway query is matched later."""
+
+    NONE_WATCH = 0
+    EXACT = 1
+    SIMILAR = 2
+    PLAN = 3
+
+
+class TokenLimitSettings(_Frozen):
+    """Fill rate (tokens/s), burst limit (-1: unlimited) and the cap on stored tokens."""
+
+    fill_rate: Uint64 = 0
+    burst_limit: Int64 = 0
+    max_tokens: Double = 0.0
+
+
+class TokenBucket(_Frozen):
+    """A token bucket's settings; ``tokens`` is the legacy token count inside settings."""
+
+    settings: TokenLimitSettings | None = None
+    tokens: Double = 0.0
+
+
+class GroupRequestUnitSettings(_Frozen):
+    """RU-mode settings."""
+
+    r_u: TokenBucket | None = None
+
+
+class GroupRawResourceSettings(_Frozen):
+    """Raw-mode settings."""
+
+    cpu: TokenBucket | None = None
+    io_read: TokenBucket | None = None
+    io_write: TokenBucket | None = None
+
+
+class RunawayRule(_Frozen):
+    """When a query counts as runaway."""
+
+    exec_elapsed_time_ms: Uint64 = 0
+    processed_keys: Int64 = 0
+    request_unit: Int64 = 0
+
+
+class RunawayWatch(_Frozen):
+    """How long and how runaway queries are watched."""
+
+    lasting_duration_ms: Int64 = 0
+    type: RunawayWatchType = RunawayWatchType.NONE_WATCH
+
+
+class RunawaySettings(_Frozen):
+    """Runaway-query handling of a group."""
+
+    rule: RunawayRule | None = None
+    action: RunawayAction = RunawayAction.NONE_ACTION
+    watch: RunawayWatch | None = None
+    switch_group_name: str = ""
+
+
+class BackgroundSettings(_Frozen):
+    """Which job types run as background tasks, and their utilization cap (percent)."""
+
+    job_types: tuple[str, ...] = ()
+    utilization_limit: Uint64 = 0
+
+
+class Consumption(_Frozen):
+    """RU consumption statistics."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    r_r_u: Double = 0.0
+    w_r_u: Double = 0.0
+    read_bytes: Double = 0.0
+    write_bytes: Double = 0.0
+    total_cpu_time_ms: Double = 0.0
+    sql_layer_cpu_time_ms: Double = 0.0
+    kv_read_rpc_count: Double = 0.0
+    kv_write_rpc_count: Double = 0.0
+
+
+def _unwrap_keyspace_id(value: Any) -> Any:
+    # The protobuf JSON form is {"value": N}; plain N is accepted too.
+    if isinstance(value, dict):
+        if set(value) - {"value"}:
+            raise ValueError("keyspace_id object takes only 'value'")
+        return value.get("value", 0)
+    return value
+
+
+class ResourceGroup(_Frozen):
+    """A resource group's settings: what PD stores as protobuf under ``settings/{name}``.
+
+    ``keyspace_id`` None means the null keyspace (legacy keys), as a missing field does in PD.
+    """
+
+    name: str
+    mode: GroupMode = GroupMode.RU_MODE
+    r_u_settings: GroupRequestUnitSettings | None = None
+    raw_resource_settings: GroupRawResourceSettings | None = None
+    priority: Uint32 = 0
+    runaway_settings: RunawaySettings | None = None
+    background_settings: BackgroundSettings | None = None
+    ru_stats: Consumption | None = Field(default=None, alias="RUStats")
+    keyspace_id: Annotated[Uint32 | None, BeforeValidator(_unwrap_keyspace_id)] = None
+
+    _wire: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        size = len(name.encode("utf-8"))
+        if size == 0 or size > MAX_NAME_BYTES:
+            raise ValueError(f"name must be 1-{MAX_NAME_BYTES} bytes, got {size}")
+        return name
+
+    @field_validator("priority")
+    @classmethod
+    def _check_priority(cls, priority: int) -> int:
+        if priority > MAX_PRIORITY:
+            raise ValueError(f"priority must be 0-{MAX_PRIORITY}, got {priority}")
+        return priority
+
+    def __eq__(self, other: object) -> bool:
+        # Two groups with the same fields are equal whatever wire bytes they came from.
+        if not isinstance(other, ResourceGroup):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__.values()))
+
+    @property
+    def effective_keyspace_id(self) -> int:
+        """The keyspace id, with None mapped to the null keyspace 0xFFFFFFFF."""
+        return NULL_KEYSPACE_ID if self.keyspace_id is None else self.keyspace_id
+
+    @property
+    def wire(self) -> bytes | None:
+        """The protobuf bytes this group was decoded from, if any."""
+        return self._wire
+
+    def with_wire(self, wire: bytes | None) -> ResourceGroup:
+        """Return a copy remembering ``wire`` as its original encoding."""
+        clone = self.model_copy()
+        clone._wire = wire
+        return clone
+
+
+def default_group(keyspace_id: int | None = None) -> ResourceGroup:
+    """The reserved ``default`` group PD creates in every keyspace."""
+    return ResourceGroup(
+        name=DEFAULT_GROUP_NAME,
+        mode=GroupMode.RU_MODE,
+        r_u_settings=GroupRequestUnitSettings(
+            r_u=TokenBucket(
+                settings=TokenLimitSettings(
+                    fill_rate=DEFAULT_FILL_RATE, burst_limit=DEFAULT_BURST_LIMIT
+                )
+            )
+        ),
+        priority=DEFAULT_PRIORITY,
+        keyspace_id=None if keyspace_id == NULL_KEYSPACE_ID else keyspace_id,
+    )
+
+
+class TokenState(_Frozen):
+    """A bucket's running state. ``last_update`` stays the RFC3339 text Go wrote (ns precision)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    tokens: Double | None = None
+    last_update: str | None = None
+    initialized: bool | None = None
+
+    @field_validator("last_update")
+    @classmethod
+    def _check_time(cls, value: str | None) -> str | None:
+        if value is not None and not _RFC3339.match(value):
+            raise ValueError(f"last_update {value!r} is not RFC3339")
+        return value
+
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})\Z", re.ASCII
+)
+
+
+class GroupStates(_Frozen):
+    """A group's running states (JSON under ``states/{name}``); unknown keys are kept."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    r_u: TokenState | None = None
+    ru_consumption: Consumption | None = None
+
+
+# ---- controller config ----------------------------------------------------------------------
+
+_GO_DURATION = re.compile(r"^(0|[+-]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+)\Z", re.ASCII)
+_GO_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}  # fmt: skip
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string such as ``"1m30s"`` or ``"250ms"``."""
+    if not _GO_DURATION.match(text):
+        raise ValueError(f"{text!r} is not a Go duration (e.g. '30s', '1m0s', '250ms')")
+    sign = -1.0 if text.startswith("-") else 1.0
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)", text):
+        total += float(number) * _GO_UNITS[unit]
+    return sign * total
+
+
+def _go_duration(value: Any) -> Any:
+    if isinstance(value, str):
+        parse_go_duration(value)
+        return value
+    raise ValueError("must be a Go duration string such as '30s'")
+
+
+GoDuration = Annotated[str, BeforeValidator(_go_duration)]
+
+
+def _string_bool(value: Any) -> Any:
+    # PD marshals this bool with Go's ",string" option: the JSON holds "true"/"false".
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value in ("true", "false"):
+        return value
+    raise ValueError("must be true or false (a JSON bool or the string 'true'/'false')")
+
+
+StringBool = Annotated[str, BeforeValidator(_string_bool)]
+
+
+class RequestUnitConfig(_Frozen):
+    """How requests are converted to RU (``request-unit`` of the controller config)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    read_base_cost: Double = Field(0.125, alias="read-base-cost")
+    read_per_batch_base_cost: Double = Field(0.5, alias="read-per-batch-base-cost")
+    read_cost_per_byte: Double = Field(1 / 65536, alias="read-cost-per-byte")
+    write_base_cost: Double = Field(1.0, alias="write-base-cost")
+    write_per_batch_base_cost: Double = Field(1.0, alias="write-per-batch-base-cost")
+    write_cost_per_byte: Double = Field(1 / 1024, alias="write-cost-per-byte")
+    read_cpu_ms_cost: Double = Field(1 / 3, alias="read-cpu-ms-cost")
+
+
+class ControllerConfig(_Frozen):
+    """RM's controller config (JSON under ``controller``), with PD's defaults.
+
+    Keys this version does not know (newer PD: ``push-metrics-address`` ...) are kept as extras.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
+
+    degraded_mode_wait_duration: GoDuration = Field("0s", alias="degraded-mode-wait-duration")
+    ltb_max_wait_duration: GoDuration = Field("30s", alias="ltb-max-wait-duration")
+    ltb_token_rpc_max_delay: GoDuration = Field("1s", alias="ltb-token-rpc-max-delay")
+    enable_controller_trace_log: StringBool = Field("false", alias="enable-controller-trace-log")
+    request_unit: RequestUnitConfig = Field(default_factory=RequestUnitConfig, alias="request-unit")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """PD's JSON form: hyphenated keys, extras kept where they were."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    def with_updates(self, items: dict[str, Any]) -> ControllerConfig:
+        """Apply PD's ``POST config/controller`` map; any unknown key fails the whole update.
+
+        A key may name a top-level field or a child of ``request-unit`` (``read-base-cost``),
+        as PD's reflective update does. Keys already stored (written by a newer PD) count as
+        known, so a newer cluster's settings stay updatable.
+        """
+        top = self.to_json_dict()
+        unit = dict(top["request-unit"])
+        for key, value in items.items():
+            if key in top and key != "request-unit":
+                top[key] = value
+            elif key == "request-unit":
+                if not isinstance(value, dict):
+                    raise ValueError("request-unit must be an object")
+                for child, child_value in value.items():
+                    if child not in unit:
+                        raise KeyError(f"request-unit.{child}")
+                    unit[child] = child_value
+            elif key in unit:
+                unit[key] = value
+            else:
+                raise KeyError(key)
+        top["request-unit"] = unit
+        return ControllerConfig.model_validate(top)
+
+
+class ServiceLimit(_Frozen):
+    """A keyspace's service limit (RU/s); stored as a bare JSON number."""
+
+    keyspace_id: Uint32 = NULL_KEYSPACE_ID
+    service_limit: Annotated[float, Field(ge=0.0, allow_inf_nan=False)]

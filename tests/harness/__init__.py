@@ -1,0 +1,36 @@
+"""Real-etcd test harness: locate a binary, run members/clusters, provide session etcd."""
+
+from .client import compact, current_revision, make_client, normalize_endpoint, parse_endpoint
+from .cluster import EtcdCluster, member_status
+from .locate import distro_binary, etcd_version, find_etcd_binary
+from .ports import free_port, free_ports
+from .provider import (
+    ENDPOINTS_ENV,
+    ETCD_IMAGE,
+    EtcdSession,
+    etcd_endpoints_for_session,
+    planned_source,
+)
+from .server import EtcdMember, EtcdStartError
+
+__all__ = [
+    "ENDPOINTS_ENV",
+    "ETCD_IMAGE",
+    "EtcdCluster",
+    "EtcdMember",
+    "EtcdSession",
+    "EtcdStartError",
+    "compact",
+    "current_revision",
+    "distro_binary",
+    "etcd_endpoints_for_session",
+    "etcd_version",
+    "find_etcd_binary",
+    "free_port",
+    "free_ports",
+    "make_client",
+    "member_status",
+    "normalize_endpoint",
+    "parse_endpoint",
+    "planned_source",
+]
