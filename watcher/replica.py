@@ -1,0 +1,667 @@
+"""The replica: snapshot at one revision, watch from there, rebuild after compaction, and serve
+nothing until caught up. Thread-safe, synchronous, usable as a library::
+
+    with Replica(endpoints=["127.0.0.1:2379"]) as replica:
+        replica.wait_ready(10)
+        group = replica.get_group("rg1")          # Versioned(value=ResourceGroup, revision=...)
+
+One worker thread owns the stream and publishes immutable snapshots by swapping a reference;
+readers take no lock. A heartbeat thread asks etcd for progress every ``progress_interval`` and
+cancels a stream that stays silent past ``stall_timeout`` (a frozen member sends no FIN/RST).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import structlog
+from pyetcd import exceptions as etcd_exc
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+
+from store.errors import EtcdUnavailableError
+from store.etcd import EtcdConfig, connect, mark_endpoint_failed
+from store.keys import NULL_KEYSPACE_ID, KeyLayout
+from store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from watcher.cache import (
+    ChangeEvent,
+    RawChange,
+    Snapshot,
+    Versioned,
+    apply_changes,
+    build_snapshot,
+    diff_snapshots,
+)
+from watcher.errors import NotReadyError, ReplicaClosedError, RevisionTimeoutError
+from watcher.metrics import ReplicaMetrics
+from watcher.snapshot import DEFAULT_PAGE_SIZE, StoreMark, load_prefix, store_mark
+from watcher.state import ReplicaState, StateMachine, Transition
+from watcher.stream import WatchSession
+
+_log = structlog.get_logger("rmwatch.replica")
+_DELETE = 1  # mvccpb.Event.EventType.DELETE
+
+Listener = Callable[[ChangeEvent], None]
+
+
+class _StreamLostError(Exception):
+    """The watch stream failed before it was healthy: retry with backoff."""
+
+
+class DigestMismatchError(AssertionError):
+    """Strict digest mode: the cache differs from etcd at the cache's revision."""
+
+
+@dataclass(frozen=True)
+class DigestResult:
+    """Outcome of comparing the cache with etcd at ``revision``."""
+
+    revision: int
+    keys: int
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when cache and etcd agree key for key."""
+        return not self.mismatched
+
+
+class Replica:
+    """A read-only, always-consistent cache of the RM metadata prefix (see module doc)."""
+
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[str] | str | None = None,
+        etcd: EtcdConfig | None = None,
+        root_prefix: str = "",
+        page_size: int = DEFAULT_PAGE_SIZE,
+        max_staleness: float = 30.0,
+        progress_interval: float = 1.0,
+        stall_timeout: float = 8.0,
+        digest_interval: float | None = None,
+        strict_digest: bool = False,
+        history: int = 100,
+        client_factory: Callable[[EtcdConfig], Any] = connect,
+    ) -> None:
+        if etcd is None:
+            if endpoints is None:
+                raise ValueError("give endpoints=[...] or etcd=EtcdConfig(...)")
+            etcd = EtcdConfig.parse(endpoints)
+        self.etcd = etcd
+        self.layout = KeyLayout(root_prefix)
+        self.page_size = page_size
+        self.max_staleness = max_staleness
+        self.progress_interval = progress_interval
+        # 8 s: keepalive (5 s + 2 s ping timeout) normally fails a frozen stream first; this
+        # catches a server that answers pings but sends nothing, with progress asked every 1 s.
+        self.stall_timeout = stall_timeout
+        self.digest_interval = digest_interval
+        self.strict_digest = strict_digest
+        self.metrics = ReplicaMetrics()
+        self._sm = StateMachine(history=history, on_transition=self._on_transition)
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._snap: Snapshot | None = None
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._listeners: list[Listener] = []
+        self._listeners_lock = threading.Lock()
+        self._session: WatchSession | None = None
+        self._need_load = True
+        self._pending_rebuild: tuple[str, str] | None = None
+        self._mark: StoreMark | None = None
+        self._caught_up = False
+        self._confirmed_at = time.monotonic()
+        self._store_revision = 0
+        self._failures = 0
+        self._last_digest: DigestResult | None = None
+        self._digest_error: BaseException | None = None
+        self._started = False
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> Replica:
+        """Connect and start the worker threads; returns at once (see ``wait_ready``)."""
+        if self._started:
+            return self
+        if self._stop.is_set():
+            raise ReplicaClosedError("replica was closed")
+        self._started = True
+        self._client = self._client_factory(self.etcd)
+        self._spawn("worker", self._run)
+        self._spawn("heartbeat", self._heartbeat)
+        if self.digest_interval:
+            self._spawn("digest", self._digest_loop)
+        return self
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"rmwatch-replica-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop every thread and close the etcd connection. Idempotent."""
+        self._stop.set()
+        session = self._session
+        if session is not None:
+            session.cancel()
+        with self._cond:
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._sm.state is not ReplicaState.STOPPED:
+            self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision)
+
+    def __enter__(self) -> Replica:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- readiness ------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ReplicaState:
+        """The current state."""
+        return self._sm.state
+
+    @property
+    def revision(self) -> int:
+        """The applied revision (0 before the first snapshot)."""
+        snap = self._snap
+        return 0 if snap is None else snap.revision
+
+    def age(self) -> float:
+        """Seconds since etcd last confirmed the cache (a watch or progress response)."""
+        return time.monotonic() - self._confirmed_at
+
+    def not_ready_reason(self) -> str | None:
+        """Why the replica must not serve now, or None when it may."""
+        state = self._sm.state
+        if state is ReplicaState.STOPPED:
+            return "replica closed"
+        if not self._caught_up:
+            if self._snap is None:
+                return "loading the first snapshot"
+            return f"catching up to the store revision seen after the load (at {self.revision})"
+        age = self.age()
+        if age > self.max_staleness:
+            return (
+                f"stale: etcd last confirmed the cache {age:.1f}s ago "
+                f"(bound {self.max_staleness:g}s)"
+            )
+        return None
+
+    @property
+    def ready(self) -> bool:
+        """True when reads may be served."""
+        return self.not_ready_reason() is None
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until ready; raise NotReadyError (with state and reason) after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reason = self.not_ready_reason()
+            if reason is None:
+                return
+            if self._stop.is_set():
+                raise ReplicaClosedError("replica was closed")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise NotReadyError(str(self.state), reason)
+            with self._cond:
+                self._cond.wait(min(left, 0.05))
+
+    def wait_for_revision(self, revision: int, timeout: float) -> int:
+        """Block until the applied revision is >= ``revision``; return it (read your writes)."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: self.revision >= revision or self._stop.is_set(), timeout
+            )
+        if self._stop.is_set():
+            raise ReplicaClosedError("replica was closed")
+        if not ok:
+            raise RevisionTimeoutError(revision, self.revision, timeout)
+        return self.revision
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    def snapshot(self, *, min_revision: int | None = None, timeout: float = 5.0) -> Snapshot:
+        """The current immutable snapshot (every read from it is at one revision)."""
+        if min_revision is not None and self.revision < min_revision:
+            self.wait_for_revision(min_revision, timeout)
+        reason = self.not_ready_reason()
+        if reason is not None:
+            raise NotReadyError(str(self.state), reason)
+        snap = self._snap
+        assert snap is not None
+        return snap
+
+    def get_group(
+        self,
+        name: str,
+        keyspace_id: int = NULL_KEYSPACE_ID,
+        *,
+        min_revision: int | None = None,
+        timeout: float = 5.0,
+    ) -> Versioned[ResourceGroup | None]:
+        """A group's settings (None if absent) and the revision read at."""
+        snap = self.snapshot(min_revision=min_revision, timeout=timeout)
+        return Versioned(snap.get_group(name, keyspace_id), snap.revision)
+
+    def list_groups(
+        self,
+        keyspace_id: int = NULL_KEYSPACE_ID,
+        *,
+        min_revision: int | None = None,
+        timeout: float = 5.0,
+    ) -> Versioned[tuple[ResourceGroup, ...]]:
+        """Groups of a keyspace, sorted by name."""
+        snap = self.snapshot(min_revision=min_revision, timeout=timeout)
+        return Versioned(snap.list_groups(keyspace_id), snap.revision)
+
+    def get_states(
+        self, name: str, keyspace_id: int = NULL_KEYSPACE_ID, *, min_revision: int | None = None
+    ) -> Versioned[GroupStates | None]:
+        """A group's running states (None if absent)."""
+        snap = self.snapshot(min_revision=min_revision)
+        return Versioned(snap.get_states(name, keyspace_id), snap.revision)
+
+    def get_controller(self, *, min_revision: int | None = None) -> Versioned[ControllerConfig]:
+        """The controller config (PD's defaults when none is stored)."""
+        snap = self.snapshot(min_revision=min_revision)
+        return Versioned(snap.controller(), snap.revision)
+
+    def get_service_limit(
+        self, keyspace_id: int = NULL_KEYSPACE_ID, *, min_revision: int | None = None
+    ) -> Versioned[ServiceLimit | None]:
+        """A keyspace's service limit (None if unset)."""
+        snap = self.snapshot(min_revision=min_revision)
+        return Versioned(snap.service_limit(keyspace_id), snap.revision)
+
+    def subscribe(self, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(event)`` for every change (watch events and rebuild diffs), in order,
+        on the worker thread after the change is visible to reads. Keep it quick: the stream
+        waits for it. Exceptions are logged and counted. Returns an unsubscribe function."""
+        with self._listeners_lock:
+            self._listeners = [*self._listeners, callback]
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                self._listeners = [cb for cb in self._listeners if cb is not callback]
+
+        return unsubscribe
+
+    def transitions(self) -> list[Transition]:
+        """The last recorded state transitions, oldest first."""
+        return self._sm.history()
+
+    def status(self) -> dict[str, Any]:
+        """Everything /status shows: state, revisions, lag, age, recoveries, bad keys."""
+        snap = self._snap
+        applied = 0 if snap is None else snap.revision
+        store = max(self._store_revision, applied)
+        bad = [] if snap is None else list(snap.bad.values())
+        return {
+            "state": str(self.state),
+            "ready": self.ready,
+            "not_ready_reason": self.not_ready_reason(),
+            "applied_revision": applied,
+            "store_revision_seen": store,
+            "lag_revisions": store - applied,
+            "age_seconds": round(self.age(), 3),
+            "max_staleness_seconds": self.max_staleness,
+            "keys": 0 if snap is None else len(snap.entries),
+            "endpoint": None if self._session is None else self._session.endpoint,
+            "decode_errors": [
+                {"key": b.key, "revision": b.revision, "error": b.error} for b in bad
+            ],
+            "transitions": [t.as_dict() for t in self._sm.history()],
+            "last_digest": None
+            if self._last_digest is None
+            else {
+                "revision": self._last_digest.revision,
+                "keys": self._last_digest.keys,
+                "mismatched": self._last_digest.mismatched[:20],
+            },
+        }
+
+    # ---- worker ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                retrying = Retrying(
+                    retry=retry_if_exception(_retryable),
+                    # 0.1 s doubling to 5 s: a restarted member answers within ~1 s; a cluster
+                    # that is down is not hammered more than every 5 s per replica.
+                    wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.1),
+                    stop=lambda _state: self._stop.is_set(),
+                    sleep=self._interruptible_sleep,
+                    before_sleep=self._before_retry,
+                    reraise=True,
+                )
+                try:
+                    retrying(self._session_once)
+                except Exception as exc:
+                    if self._stop.is_set():
+                        break
+                    if not _retryable(exc):
+                        raise
+        except Exception:
+            _log.exception("replica.worker_crashed")
+            raise
+        finally:
+            if self._session is not None:
+                self._session.cancel()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._stop.wait(seconds)
+
+    def _before_retry(self, retry_state: RetryCallState) -> None:
+        self._failures += 1
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        cause = _describe(exc)
+        state = self._sm.state
+        if self._snap is not None and state in (ReplicaState.SERVING, ReplicaState.CATCHING_UP):
+            self._sm.move(ReplicaState.RESUMING, cause, applied_revision=self.revision)
+        elif self._failures >= 5 and state is not ReplicaState.DEGRADED:
+            # Five failures in a row (~3 s of backoff): say so, keep serving what we have.
+            self._sm.move(
+                ReplicaState.DEGRADED,
+                f"etcd unreachable after {self._failures} tries: {cause}",
+                applied_revision=self.revision,
+            )
+        _log.warning("replica.retry", attempt=retry_state.attempt_number, cause=cause)
+
+    def _session_once(self) -> None:
+        if self._stop.is_set():
+            return
+        if self._need_load:
+            self._load()
+        self._stream()
+
+    def _load(self) -> None:
+        initial = self._snap is None
+        if self._sm.state is ReplicaState.DEGRADED:
+            target = ReplicaState.LOADING if initial else ReplicaState.REBUILDING
+            self._sm.move(target, "etcd reachable again", applied_revision=self.revision)
+        started = time.monotonic()
+        loaded = load_prefix(self._client, self.layout.prefix, page_size=self.page_size)
+        for reason in loaded.restarts:
+            self._sm.move(self._sm.state, reason, applied_revision=self.revision)
+        new = build_snapshot(self.layout, loaded.revision, loaded.kvs)
+        self.metrics.load_seconds.observe(time.monotonic() - started)
+        self._failures = 0
+        self._report_bad(new, new.bad.keys())
+        old = self._snap
+        if old is not None and new.revision < old.revision:
+            # Linearizable reads make this impossible; refuse rather than go backwards.
+            raise _StreamLostError(
+                f"snapshot at {new.revision} is older than applied {old.revision}"
+            )
+        events = [] if old is None else diff_snapshots(old, new)
+        self._publish(new, events)
+        self._confirm()
+        self._need_load = False
+        detail = {"keys": len(loaded.kvs), "pages": loaded.pages, "changes": len(events)}
+        if self._caught_up:
+            self._sm.move(
+                ReplicaState.SERVING,
+                f"rebuilt at {new.revision}: {len(events)} changes delivered",
+                applied_revision=new.revision,
+                **detail,
+            )
+            return
+        self._sm.move(
+            ReplicaState.CATCHING_UP,
+            f"snapshot loaded at {new.revision}: {len(loaded.kvs)} keys in {loaded.pages} pages",
+            applied_revision=new.revision,
+            **detail,
+        )
+        self._mark = store_mark(self._client, self.layout.prefix)
+        self._check_caught_up()
+
+    def _stream(self) -> None:
+        snap = self._snap
+        assert snap is not None
+        session = WatchSession(self._client, self.layout.prefix, snap.revision + 1)
+        self._session = session
+        healthy = False
+        try:
+            for response in session:
+                if self._stop.is_set():
+                    return
+                if self._take_pending_rebuild():
+                    return
+                if response.compact_revision:
+                    self._start_rebuild(
+                        "compacted",
+                        f"compacted {response.compact_revision} > applied {self.revision}",
+                    )
+                    return
+                if response.canceled:
+                    raise _StreamLostError(f"watch canceled by etcd: {response.cancel_reason}")
+                self._note_header(int(response.header.revision))
+                if response.created:
+                    self._resumed(session)
+                    continue
+                healthy = True
+                if response.events and not self._apply(response.events):
+                    return
+                self._confirm()
+                if self._sm.state is ReplicaState.CATCHING_UP:
+                    self._check_caught_up()
+            if not self._stop.is_set():
+                raise _StreamLostError("watch stream ended by etcd")
+        except grpc.RpcError as exc:
+            if self._stop.is_set() or self._take_pending_rebuild():
+                return
+            cause = (
+                f"no response for {self.stall_timeout:g}s from {session.endpoint} (frozen member?)"
+                if session.cancelled
+                else f"watch stream from {session.endpoint} lost: {_describe(exc)}"
+            )
+            mark_endpoint_failed(self._client)
+            if not healthy:
+                raise _StreamLostError(cause) from exc
+            self.metrics.resumes.inc()
+            self._sm.move(ReplicaState.RESUMING, cause, applied_revision=self.revision)
+        finally:
+            self._session = None
+            session.cancel()
+
+    def _resumed(self, session: WatchSession) -> None:
+        state = self._sm.state
+        if state in (ReplicaState.RESUMING, ReplicaState.DEGRADED):
+            target = ReplicaState.SERVING if self._caught_up else ReplicaState.CATCHING_UP
+            self._sm.move(
+                target,
+                f"watch resumed at {session.start_revision} on {session.endpoint}",
+                applied_revision=self.revision,
+            )
+        self._failures = 0
+
+    def _apply(self, events: Sequence[Any]) -> bool:
+        snap = self._snap
+        assert snap is not None
+        applied = snap.revision
+        changes: list[RawChange] = []
+        last = applied
+        for event in events:
+            kv = event.kv
+            revision = int(kv.mod_revision)
+            if revision <= applied or revision < last:
+                self._start_rebuild(
+                    "out_of_order",
+                    f"revision {revision} after {last} (applied {applied}): duplicate or "
+                    "out of order, never applied",
+                )
+                return False
+            last = revision
+            key = kv.key.decode("utf-8", "surrogateescape")
+            changes.append(RawChange(key, revision, None if event.type == _DELETE else kv.value))
+        new, delivered = apply_changes(snap, last, changes)
+        self._report_bad(new, (c.key for c in changes if c.value is not None))
+        self.metrics.events_applied.inc(len(changes))
+        self._publish(new, delivered)
+        return True
+
+    def _report_bad(self, snap: Snapshot, keys: Any) -> None:
+        for key in keys:
+            bad = snap.bad.get(key)
+            if bad is not None:
+                self.metrics.decode_errors.inc()
+                _log.warning("replica.bad_value", key=key, revision=bad.revision, error=bad.error)
+        self.metrics.bad_keys.set(len(snap.bad))
+
+    def _start_rebuild(self, reason: str, cause: str) -> None:
+        self.metrics.rebuilds.labels(reason).inc()
+        self._need_load = True
+        self._sm.move(ReplicaState.REBUILDING, cause, applied_revision=self.revision)
+
+    def _take_pending_rebuild(self) -> bool:
+        pending = self._pending_rebuild
+        if pending is None:
+            return False
+        self._pending_rebuild = None
+        self._start_rebuild(*pending)
+        return True
+
+    def _check_caught_up(self) -> None:
+        mark, snap = self._mark, self._snap
+        if mark is None or snap is None:
+            return
+        applied = snap.revision
+        if applied >= mark.store_revision:
+            why = f"applied {applied} >= store revision {mark.store_revision} seen after load"
+        elif applied >= mark.max_mod_revision and len(snap.entries) == mark.count:
+            why = (
+                f"applied {applied} >= newest mod revision {mark.max_mod_revision} and "
+                f"{mark.count} keys match etcd at {mark.store_revision}"
+            )
+        else:
+            return
+        self._mark = None
+        self._caught_up = True
+        self._sm.move(ReplicaState.SERVING, f"caught up: {why}", applied_revision=applied)
+        with self._cond:
+            self._cond.notify_all()
+
+    def _publish(self, snap: Snapshot, events: list[ChangeEvent]) -> None:
+        with self._cond:
+            self._snap = snap
+            self._cond.notify_all()
+        self.metrics.applied_revision.set(snap.revision)
+        self.metrics.lag_revisions.set(max(0, self._store_revision - snap.revision))
+        for event in events:
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception:
+                    self.metrics.listener_errors.inc()
+                    _log.exception("replica.listener_failed", key=event.key)
+
+    def _confirm(self) -> None:
+        self._confirmed_at = time.monotonic()
+
+    def _note_header(self, revision: int) -> None:
+        if revision > self._store_revision:
+            self._store_revision = revision
+            self.metrics.store_revision.set(revision)
+
+    def _on_transition(self, record: Transition) -> None:
+        for state in ReplicaState:
+            self.metrics.state.labels(str(state)).set(1 if state is record.target else 0)
+
+    # ---- heartbeat and digest -------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.progress_interval):
+            session = self._session
+            if session is not None and not session.cancelled:
+                if session.silent_for() > self.stall_timeout:
+                    _log.warning("replica.stream_stalled", endpoint=session.endpoint)
+                    session.cancel()
+                else:
+                    session.request_progress()
+            self.metrics.age_seconds.set(self.age())
+            self.metrics.ready.set(1 if self.ready else 0)
+
+    def _digest_loop(self) -> None:
+        assert self.digest_interval
+        while not self._stop.wait(self.digest_interval):
+            try:
+                self.check_digest()
+            except DigestMismatchError as exc:
+                self._digest_error = exc
+            except Exception as exc:
+                _log.warning("replica.digest_skipped", error=_describe(exc))
+
+    def check_digest(self) -> DigestResult | None:
+        """Compare the cache with etcd at the cache's revision; a mismatch is logged, counted
+        and triggers a rebuild (strict mode raises DigestMismatchError). Returns None when that
+        revision is already compacted (nothing to compare against)."""
+        snap = self._snap
+        if snap is None or self._client is None:
+            return None
+        try:
+            loaded = load_prefix(
+                self._client, self.layout.prefix, page_size=self.page_size,
+                at_revision=snap.revision,
+            )  # fmt: skip
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                return None
+            raise
+        ours = snap.raw_items()
+        theirs = {key: (value, mod) for key, value, mod in loaded.kvs}
+        mismatched = sorted(
+            key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)
+        )
+        result = DigestResult(snap.revision, len(theirs), mismatched)
+        self._last_digest = result
+        if mismatched:
+            self.metrics.digest_mismatches.inc()
+            _log.error(
+                "replica.digest_mismatch",
+                revision=snap.revision,
+                count=len(mismatched),
+                keys=mismatched[:10],
+            )
+            self._pending_rebuild = (
+                "digest_mismatch",
+                f"digest mismatch at {snap.revision}: {len(mismatched)} keys differ",
+            )
+            session = self._session
+            if session is not None:
+                session.cancel()
+            if self.strict_digest:
+                raise DigestMismatchError(
+                    f"cache differs from etcd at {snap.revision}: {mismatched[:10]}"
+                )
+        return result
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(
+        exc, grpc.RpcError | etcd_exc.Etcd3Exception | EtcdUnavailableError | _StreamLostError
+    )
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown"
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,144 @@
+"""Load the whole prefix at ONE revision, and measure how far the store has moved since.
+
+Page one is read at the current revision; its header revision R pins every later page, so the
+snapshot never mixes revisions (PD's legacy loader reads each page at the latest revision).
+If R is compacted mid-load (gRPC OUT_OF_RANGE) the load starts over at a fresh revision.
+Pages are large (5000 keys by default): every page costs the server 9-27 ms, so 100k keys at
+1000 per page took 1.25 s and at 5000 per page 0.45 s on our 2-core machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import grpc
+from pyetcd import utils as etcd_utils
+
+from store.etcd import call_with_retry
+
+DEFAULT_PAGE_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class LoadedPrefix:
+    """Every key under a prefix at ``revision``; ``restarts`` lists why earlier tries restarted."""
+
+    revision: int
+    kvs: list[tuple[str, bytes, int]]
+    pages: int
+    restarts: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StoreMark:
+    """The store as seen after a load: its revision S, the newest mod revision M under the
+    prefix at S, and the number of keys under the prefix at S.
+
+    The cache has caught up once applied >= S, or once applied >= M and it holds ``count`` keys:
+    in (M, S] only deletes can have happened under the prefix (any put would raise M), so equal
+    counts prove none is pending. Progress notifications alone are not trusted: etcd before
+    3.4.25 / 3.5.8 can send one ahead of pending events (etcd-io/etcd#15220).
+    """
+
+    store_revision: int
+    max_mod_revision: int
+    count: int
+
+
+def _range(client: Any, start: bytes, end: bytes, **kwargs: Any) -> Any:
+    return client.get_range_response(start, end, **kwargs)
+
+
+def load_prefix(
+    client: Any,
+    prefix: str,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    deadline: float = 30.0,
+    max_restarts: int = 10,
+    at_revision: int | None = None,
+    on_page: Callable[[int, int], None] | None = None,
+) -> LoadedPrefix:
+    """Read every key under ``prefix`` at one revision (see module doc).
+
+    With ``at_revision`` every page is read at that revision and compaction is not retried
+    (the caller asked for that revision only): gRPC OUT_OF_RANGE propagates.
+    """
+    start = prefix.encode()
+    end = etcd_utils.prefix_range_end(start)
+    restarts: list[str] = []
+    while True:
+        try:
+            return _load_once(
+                client,
+                start=start,
+                end=end,
+                page_size=page_size,
+                deadline=deadline,
+                restarts=restarts,
+                at_revision=at_revision,
+                on_page=on_page,
+            )
+        except grpc.RpcError as exc:
+            if (
+                exc.code() != grpc.StatusCode.OUT_OF_RANGE
+                or at_revision is not None
+                or len(restarts) >= max_restarts
+            ):
+                raise
+            restarts.append(f"revision compacted during paginated load: {exc.details()}")
+
+
+def _load_once(
+    client: Any,
+    *,
+    start: bytes,
+    end: bytes,
+    page_size: int,
+    deadline: float,
+    restarts: list[str],
+    at_revision: int | None,
+    on_page: Callable[[int, int], None] | None,
+) -> LoadedPrefix:
+    pinned = {} if at_revision is None else {"revision": at_revision}
+    first = call_with_retry(
+        partial(_range, client, start, end, limit=page_size, **pinned),
+        deadline=deadline,
+        what="load page 1",
+    )
+    revision = at_revision if at_revision is not None else int(first.header.revision)
+    kvs: list[tuple[str, bytes, int]] = []
+    response, pages = first, 1
+    while True:
+        for kv in response.kvs:
+            kvs.append((kv.key.decode("utf-8", "surrogateescape"), kv.value, kv.mod_revision))
+        if on_page is not None:
+            on_page(pages, len(kvs))
+        if not response.more or not response.kvs:
+            break
+        next_start = response.kvs[-1].key + b"\0"
+        pages += 1
+        response = call_with_retry(
+            partial(_range, client, next_start, end, limit=page_size, revision=revision),
+            deadline=deadline,
+            what=f"load page {pages} at revision {revision}",
+        )
+    return LoadedPrefix(revision, kvs, pages, list(restarts))
+
+
+def store_mark(client: Any, prefix: str, *, deadline: float = 10.0) -> StoreMark:
+    """One range (newest mod revision first, limit 1) gives S, M and the key count at S."""
+    start = prefix.encode()
+    end = etcd_utils.prefix_range_end(start)
+    response = call_with_retry(
+        lambda: _range(
+            client, start, end, limit=1, sort_order="descend", sort_target="mod", keys_only=True
+        ),
+        deadline=deadline,
+        what="read store revision",
+    )
+    newest = int(response.kvs[0].mod_revision) if response.kvs else 0
+    return StoreMark(int(response.header.revision), newest, int(response.count))
