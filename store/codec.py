@@ -9,11 +9,14 @@ nested in a known sub-message, are re-emitted untouched.
 from __future__ import annotations
 
 import json
+import math
+from decimal import Decimal
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 from pydantic import ValidationError
 
 from store._pb import rmwatch_rm_pb2 as pb
@@ -25,6 +28,31 @@ Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 """What a metadata key decodes to."""
 
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    # protobuf >= 6.31 has `is_repeated` (and 7 dropped `label`); older ones only `label`.
+    flag = getattr(field, "is_repeated", None)
+    if flag is not None:
+        return bool(flag)
+    return bool(field.label == FieldDescriptor.LABEL_REPEATED)
+
+
+def _known_in_unknown(msg: Message) -> str | None:
+    # A declared field that arrived with the wrong wire type lands among the unknown fields.
+    # PD's decoder rejects such a value ("wrong wireType"); keeping it would make us re-emit
+    # the field twice, with two wire types, on the next encode.
+    declared = msg.DESCRIPTOR.fields_by_number
+    for unknown in UnknownFieldSet(msg):
+        if unknown.field_number in declared:
+            name = declared[unknown.field_number].name
+            return f"field {name} ({unknown.field_number}) has wire type {unknown.wire_type}"
+    for field in msg.DESCRIPTOR.fields:
+        if field.type == _MESSAGE and msg.HasField(field.name):
+            found = _known_in_unknown(getattr(msg, field.name))
+            if found:
+                return f"{field.name}.{found}"
+    return None
 
 
 # ---- settings (protobuf) --------------------------------------------------------------------
@@ -39,7 +67,7 @@ def _message_to_dict(msg: Message) -> dict[str, Any]:
         if field.type == _MESSAGE:
             if msg.HasField(field.name):
                 out[field.name] = _message_to_dict(value)
-        elif field.is_repeated:
+        elif _is_repeated(field):
             out[field.name] = list(value)
         else:
             out[field.name] = value
@@ -57,7 +85,7 @@ def _apply(msg: Message, data: dict[str, Any]) -> None:
                 _apply(getattr(msg, field.name), value)
                 # An all-default sub-message must still be emitted (present-but-empty).
                 getattr(msg, field.name).SetInParent()
-        elif field.is_repeated:
+        elif _is_repeated(field):
             container = getattr(msg, field.name)
             del container[:]
             container.extend(value or ())
@@ -74,6 +102,9 @@ def decode_settings(key: str, data: bytes) -> ResourceGroup:
         msg.ParseFromString(data)
     except (_PbDecodeError, RuntimeError, ValueError) as exc:
         raise DecodeError(key, f"not a ResourceGroup protobuf: {exc}") from None
+    wrong = _known_in_unknown(msg)
+    if wrong:
+        raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
     fields = _message_to_dict(msg)
     if "keyspace_id" in fields:
         fields["keyspace_id"] = fields["keyspace_id"]["value"]
@@ -102,7 +133,7 @@ def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
 def _load_json(key: str, data: bytes) -> Any:
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, int digits
         raise DecodeError(key, f"not JSON: {exc}") from None
 
 
@@ -150,10 +181,21 @@ def encode_service_limit(limit: ServiceLimit | float) -> bytes:
 
 
 def format_go_float(value: float) -> str:
-    """A float64 as Go's JSON encoder formats it: integral values without ``.0``."""
-    if value.is_integer() and abs(value) < 1e21:
-        return str(int(value))
-    return repr(value)
+    """A float64 exactly as Go's encoding/json writes it: shortest digits, fixed-point for
+    1e-6 <= |x| < 1e21 (``100``, ``0.00001``), exponent otherwise with ``e-7`` not ``e-07``."""
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    if 1e-6 <= abs(value) < 1e21:
+        text = format(Decimal(repr(value)), "f")
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return text
+    mantissa, _, exponent = repr(value).partition("e")
+    sign = exponent[0] if exponent[0] in "+-" else "+"
+    digits = exponent.lstrip("+-").lstrip("0") or "0"
+    if len(digits) < 2 and sign == "+":
+        digits = digits.rjust(2, "0")
+    return f"{mantissa}e{sign}{digits}"
 
 
 def _dumps(obj: Any) -> bytes:

@@ -30,7 +30,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from store.errors import EtcdUnavailableError
@@ -161,7 +162,7 @@ def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
         retry=retry_if_exception(is_transient),
         stop=stop_after_delay(deadline),
         # 50 ms doubling to 1 s: an endpoint is retried after 0.5 s, a member restart takes ~1 s.
-        wait=wait_exponential_jitter(initial=0.05, max=1.0, jitter=0.05),
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
         reraise=False,
     )
     try:

@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import structlog
 from pyetcd import exceptions as etcd_exc
-from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 from store.errors import EtcdUnavailableError
 from store.etcd import EtcdConfig, connect, mark_endpoint_failed
@@ -87,6 +87,7 @@ class Replica:
         strict_digest: bool = False,
         history: int = 100,
         client_factory: Callable[[EtcdConfig], Any] = connect,
+        session_factory: Callable[[Any, str, int], WatchSession] = WatchSession,
     ) -> None:
         if etcd is None:
             if endpoints is None:
@@ -105,6 +106,7 @@ class Replica:
         self.metrics = ReplicaMetrics()
         self._sm = StateMachine(history=history, on_transition=self._on_transition)
         self._client_factory = client_factory
+        self._session_factory = session_factory  # a seam for tests that corrupt a real stream
         self._client: Any = None
         self._snap: Snapshot | None = None
         self._cond = threading.Condition()
@@ -153,12 +155,15 @@ class Replica:
             session.cancel()
         with self._cond:
             self._cond.notify_all()
+        client = self._client
+        if client is not None:
+            # Closing the channels first cancels a call blocked on a frozen member at once,
+            # instead of waiting out its 5 s deadline.
+            client.close()
         for thread in self._threads:
             thread.join(timeout)
         self._threads.clear()
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._client = None
         if self._sm.state is not ReplicaState.STOPPED:
             self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision)
 
@@ -345,7 +350,7 @@ class Replica:
                     retry=retry_if_exception(_retryable),
                     # 0.1 s doubling to 5 s: a restarted member answers within ~1 s; a cluster
                     # that is down is not hammered more than every 5 s per replica.
-                    wait=wait_exponential_jitter(initial=0.1, max=5.0, jitter=0.1),
+                    wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
                     stop=lambda _state: self._stop.is_set(),
                     sleep=self._interruptible_sleep,
                     before_sleep=self._before_retry,
@@ -435,7 +440,7 @@ class Replica:
     def _stream(self) -> None:
         snap = self._snap
         assert snap is not None
-        session = WatchSession(self._client, self.layout.prefix, snap.revision + 1)
+        session = self._session_factory(self._client, self.layout.prefix, snap.revision + 1)
         self._session = session
         healthy = False
         try:

@@ -11,6 +11,8 @@ from .provider import (
     etcd_endpoints_for_session,
     planned_source,
 )
+from .data import etcd_items, etcd_revision, group_bytes, put_group, wait_until
+from .proxy import TcpProxy
 from .server import EtcdMember, EtcdStartError
 
 __all__ = [
@@ -33,4 +35,10 @@ __all__ = [
     "normalize_endpoint",
     "parse_endpoint",
     "planned_source",
+    "TcpProxy",
+    "etcd_items",
+    "etcd_revision",
+    "group_bytes",
+    "put_group",
+    "wait_until",
 ]

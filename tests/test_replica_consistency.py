@@ -1,0 +1,195 @@
+"""The replica's consistency promises against a real etcd: never early, one revision at a time,
+monotonic, read your writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from harness import (
+    EtcdMember,
+    etcd_items,
+    group_bytes,
+    make_client,
+    put_group,
+    wait_until,
+)
+
+from store.keys import KeyLayout
+from watcher.cache import ChangeEvent
+from watcher.errors import NotReadyError, RevisionTimeoutError
+from watcher.replica import Replica
+
+
+class _HookedClient:
+    """A real pyetcd client whose first full-prefix range runs ``hook`` right after it returns."""
+
+    def __init__(self, inner: Any, hook: Any) -> None:
+        self._inner = inner
+        self._hook = hook
+        self._fired = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def get_range_response(self, *args: Any, **kwargs: Any) -> Any:
+        response = self._inner.get_range_response(*args, **kwargs)
+        if not self._fired and "sort_target" not in kwargs:
+            self._fired = True
+            self._hook(response)
+        return response
+
+
+def _hooked_factory(hook: Any) -> Any:
+    from store.etcd import connect
+
+    return lambda config: _HookedClient(connect(config), hook)
+
+
+class TestNeverEarly:
+    def test_reads_raise_not_ready_before_the_first_snapshot(self, etcd_member: EtcdMember) -> None:
+        """With etcd frozen, the replica never loads: reads and wait_ready raise NotReadyError."""
+        etcd_member.pause()
+        try:
+            replica = Replica(endpoints=[etcd_member.endpoint])
+            with replica:
+                with pytest.raises(NotReadyError) as err:
+                    replica.get_group("default")
+                assert "loading" in err.value.reason
+                with pytest.raises(NotReadyError):
+                    replica.wait_ready(0.5)
+                assert not replica.ready
+        finally:
+            etcd_member.resume()
+
+    def test_not_ready_until_writes_after_the_load_are_applied(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """Writes that land between the snapshot load and the store-revision check must be
+        applied before the replica calls itself ready."""
+        layout = KeyLayout(root_prefix)
+        put_group(etcd_client, layout, "before")
+        late: list[str] = []
+        seen_not_ready: list[bool] = []
+        holder: dict[str, Replica] = {}
+
+        def hook(_response: Any) -> None:
+            # Runs in the worker right after page one: the snapshot is at R, these land after R.
+            seen_not_ready.append(not holder["replica"].ready)
+            for i in range(30):
+                name = f"late{i}"
+                put_group(etcd_client, layout, name)
+                late.append(name)
+            etcd_client.delete(layout.settings("before"))
+
+        replica = Replica(
+            endpoints=etcd_endpoints, root_prefix=root_prefix, client_factory=_hooked_factory(hook)
+        )
+        holder["replica"] = replica
+        with replica:
+            replica.wait_ready(10)
+            snap = replica.snapshot()
+            assert seen_not_ready == [True]
+            assert [g.name for g in snap.list_groups()] == sorted(late)
+            assert snap.get_group("before") is None
+            assert snap.raw_items() == etcd_items(etcd_client, layout.prefix, snap.revision)
+
+
+class TestOneRevisionAtATime:
+    def test_every_read_equals_etcd_at_its_revision_while_a_writer_hammers(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """A small-page snapshot and live watch under a writer rewriting 10 keys per txn:
+        every sampled snapshot equals etcd's range at the same revision, and no snapshot
+        shows half a transaction."""
+        layout = KeyLayout(root_prefix)
+        names = [f"g{i}" for i in range(10)]
+        stop = threading.Event()
+        writes = [0]
+
+        def writer() -> None:
+            client = make_client(etcd_endpoints)
+            gen = 0
+            while not stop.is_set():
+                gen += 1
+                ops = [
+                    client.transactions.put(layout.settings(n), group_bytes(n, gen % 17))
+                    for n in names
+                ]
+                client.transaction(compare=[], success=ops, failure=[])
+                writes[0] += 1
+            client.close()
+
+        for n in names:
+            put_group(etcd_client, layout, n)
+        thread = threading.Thread(target=writer)
+        thread.start()
+        samples = []
+        try:
+            # page_size=3: the 10 keys span 4 pages, all of which must be read at one revision.
+            with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix, page_size=3) as replica:
+                replica.wait_ready(10)
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    snap = replica.snapshot()
+                    priorities = {snap.get_group(n).priority for n in names}  # type: ignore[union-attr]
+                    assert len(priorities) == 1, f"half a transaction at {snap.revision}"
+                    if not samples or samples[-1].revision != snap.revision:
+                        samples.append(snap)
+                    time.sleep(0.005)
+        finally:
+            stop.set()
+            thread.join()
+        assert writes[0] > 20 and len(samples) > 10
+        for snap in samples[:: max(1, len(samples) // 40)]:
+            assert snap.raw_items() == etcd_items(etcd_client, layout.prefix, snap.revision)
+
+
+class TestMonotonic:
+    def test_revisions_seen_by_readers_and_listeners_never_go_back(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """Revisions read by a polling reader and delivered to a listener only go up, and the
+        listener sees every acknowledged write exactly once."""
+        layout = KeyLayout(root_prefix)
+        delivered: list[ChangeEvent] = []
+        read: list[int] = []
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.subscribe(delivered.append)
+            replica.wait_ready(10)
+            stop = threading.Event()
+
+            def reader() -> None:
+                while not stop.is_set():
+                    read.append(replica.revision)
+
+            thread = threading.Thread(target=reader)
+            thread.start()
+            acked = [put_group(etcd_client, layout, f"m{i % 7}", i % 17) for i in range(200)]
+            replica.wait_for_revision(acked[-1], 10)
+            stop.set()
+            thread.join()
+        assert read == sorted(read)
+        revisions = [e.revision for e in delivered]
+        assert revisions == acked
+
+
+class TestReadYourWrites:
+    def test_min_revision_waits_for_the_write_and_times_out_with_the_current_revision(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """A read with min_revision returns the write it waited for; an unreachable revision
+        raises RevisionTimeoutError carrying the current one."""
+        layout = KeyLayout(root_prefix)
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.wait_ready(10)
+            revision = put_group(etcd_client, layout, "ryw", 5)
+            got = replica.get_group("ryw", min_revision=revision, timeout=5)
+            assert got.value is not None and got.value.priority == 5
+            assert got.revision >= revision
+            with pytest.raises(RevisionTimeoutError) as err:
+                replica.get_group("ryw", min_revision=revision + 10_000, timeout=0.2)
+            assert err.value.current >= revision
+            assert err.value.wanted == revision + 10_000
