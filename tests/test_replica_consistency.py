@@ -14,9 +14,9 @@ from harness import (
     group_bytes,
     make_client,
     put_group,
-    wait_until,
 )
 
+from store.etcd import connect
 from store.keys import KeyLayout
 from watcher.cache import ChangeEvent
 from watcher.errors import NotReadyError, RevisionTimeoutError
@@ -43,8 +43,6 @@ class _HookedClient:
 
 
 def _hooked_factory(hook: Any) -> Any:
-    from store.etcd import connect
-
     return lambda config: _HookedClient(connect(config), hook)
 
 
@@ -142,7 +140,8 @@ class TestOneRevisionAtATime:
         finally:
             stop.set()
             thread.join()
-        assert writes[0] > 20 and len(samples) > 10
+        assert writes[0] > 20
+        assert len(samples) > 10
         for snap in samples[:: max(1, len(samples) // 40)]:
             assert snap.raw_items() == etcd_items(etcd_client, layout.prefix, snap.revision)
 
@@ -187,7 +186,8 @@ class TestReadYourWrites:
             replica.wait_ready(10)
             revision = put_group(etcd_client, layout, "ryw", 5)
             got = replica.get_group("ryw", min_revision=revision, timeout=5)
-            assert got.value is not None and got.value.priority == 5
+            assert got.value is not None
+            assert got.value.priority == 5
             assert got.revision >= revision
             with pytest.raises(RevisionTimeoutError) as err:
                 replica.get_group("ryw", min_revision=revision + 10_000, timeout=0.2)

@@ -2,6 +2,7 @@
 
 from .client import compact, current_revision, make_client, normalize_endpoint, parse_endpoint
 from .cluster import EtcdCluster, member_status
+from .data import etcd_items, etcd_revision, group_bytes, put_group, wait_until
 from .locate import distro_binary, etcd_version, find_etcd_binary
 from .ports import free_port, free_ports
 from .provider import (
@@ -11,7 +12,6 @@ from .provider import (
     etcd_endpoints_for_session,
     planned_source,
 )
-from .data import etcd_items, etcd_revision, group_bytes, put_group, wait_until
 from .proxy import TcpProxy
 from .server import EtcdMember, EtcdStartError
 
@@ -22,23 +22,23 @@ __all__ = [
     "EtcdMember",
     "EtcdSession",
     "EtcdStartError",
+    "TcpProxy",
     "compact",
     "current_revision",
     "distro_binary",
     "etcd_endpoints_for_session",
+    "etcd_items",
+    "etcd_revision",
     "etcd_version",
     "find_etcd_binary",
     "free_port",
     "free_ports",
+    "group_bytes",
     "make_client",
     "member_status",
     "normalize_endpoint",
     "parse_endpoint",
     "planned_source",
-    "TcpProxy",
-    "etcd_items",
-    "etcd_revision",
-    "group_bytes",
     "put_group",
     "wait_until",
 ]
