@@ -115,6 +115,7 @@ class Replica:
         self._listeners: list[Listener] = []
         self._listeners_lock = threading.Lock()
         self._session: WatchSession | None = None
+        self._endpoint: str | None = None  # the member the last stream was opened on
         self._need_load = True
         self._pending_rebuild: tuple[str, str] | None = None
         self._mark: StoreMark | None = None
@@ -327,7 +328,7 @@ class Replica:
             "age_seconds": round(self.age(), 3),
             "max_staleness_seconds": self.max_staleness,
             "keys": 0 if snap is None else len(snap.entries),
-            "endpoint": None if self._session is None else self._session.endpoint,
+            "endpoint": self._endpoint,
             "decode_errors": [
                 {"key": b.key, "revision": b.revision, "error": b.error} for b in bad
             ],
@@ -442,6 +443,7 @@ class Replica:
         assert snap is not None
         session = self._session_factory(self._client, self.layout.prefix, snap.revision + 1)
         self._session = session
+        self._endpoint = session.endpoint
         healthy = False
         try:
             for response in session:
@@ -669,4 +671,6 @@ def _describe(exc: BaseException | None) -> str:
         return "unknown"
     if isinstance(exc, grpc.RpcError):
         return f"{exc.code().name}: {exc.details()}"
+    if isinstance(exc, _StreamLostError | EtcdUnavailableError):
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"

@@ -38,8 +38,9 @@ class WatchSession:
                 )
             )
         )
+        channel = client.channel  # picks a live endpoint first (failover), then we name it
         self.endpoint = str(client.endpoint_in_use)
-        stub = etcdrpc.WatchStub(client.channel)
+        stub = etcdrpc.WatchStub(channel)
         self._call = stub.Watch(
             self._request_iter(), credentials=client.call_credentials, metadata=client.metadata
         )

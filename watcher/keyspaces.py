@@ -1,0 +1,82 @@
+"""Keyspace names to ids, through PD's keyspace index key ``{root_prefix}keyspaces/id/{name}``.
+
+PD's routes name keyspaces (``?keyspace_name=``, ``service-limit/{keyspace_name}``); the
+metadata keys use ids. PD keeps the index as a decimal id under ``keyspaces/id/{name}``,
+outside ``resource_group/``, so the replica's cache does not hold it: it is read from etcd.
+
+PD writes that index once, when it creates the keyspace, and never points a name at another
+id, so a found id is cached for ``ttl`` (30 s): a sidecar serving ``keyspace_name`` reads at
+memory speed, and even a keyspace recreated by hand is picked up within 30 s. Misses are not
+cached, so a keyspace created a moment ago resolves at once.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from store.errors import DecodeError
+from store.etcd import call_with_retry
+from store.keys import KeyLayout, parse_keyspace_id
+
+DEFAULT_TTL = 30.0
+# Bounded so a client cycling through random names cannot grow memory without limit.
+MAX_ENTRIES = 4096
+# A lookup retries transient etcd errors for at most 2 s: it sits on a request's path.
+LOOKUP_DEADLINE = 2.0
+
+
+def keyspace_index_key(layout: KeyLayout, name: str) -> str:
+    """PD's name → id index key of a keyspace."""
+    return f"{layout.root_prefix}keyspaces/id/{name}"
+
+
+class KeyspaceResolver:
+    """``resolver(name) -> id | None`` over a pyetcd client (thread-safe, blocking)."""
+
+    def __init__(
+        self,
+        client: Any,
+        layout: KeyLayout,
+        *,
+        ttl: float = DEFAULT_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._layout = layout
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, name: str) -> int | None:
+        """The id of keyspace ``name``; None when PD has no such keyspace.
+
+        Raises EtcdUnavailableError when etcd does not answer, DecodeError when the index
+        holds something that is not a keyspace id.
+        """
+        now = self._clock()
+        with self._lock:
+            hit = self._cache.get(name)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        key = keyspace_index_key(self._layout, name)
+        value, _meta = call_with_retry(
+            lambda: self._client.get(key), deadline=LOOKUP_DEADLINE, what=f"get {key}"
+        )
+        if value is None:
+            return None
+        try:
+            keyspace_id = parse_keyspace_id(bytes(value).decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DecodeError(key, str(exc)) from None
+        with self._lock:
+            if len(self._cache) >= MAX_ENTRIES:
+                self._cache.clear()  # rare; a full reload costs one etcd get per name
+            self._cache[name] = (keyspace_id, now + self._ttl)
+        return keyspace_id
+
+
+__all__ = ["DEFAULT_TTL", "KeyspaceResolver", "keyspace_index_key"]
