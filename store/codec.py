@@ -30,7 +30,7 @@ Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
+def _is_repeated(field: Any) -> bool:
     # protobuf >= 6.31 has `is_repeated` (and 7 dropped `label`); older ones only `label`.
     flag = getattr(field, "is_repeated", None)
     if flag is not None:
@@ -43,7 +43,9 @@ def _known_in_unknown(msg: Message) -> str | None:
     # PD's decoder rejects such a value ("wrong wireType"); keeping it would make us re-emit
     # the field twice, with two wire types, on the next encode.
     declared = msg.DESCRIPTOR.fields_by_number
-    for unknown in UnknownFieldSet(msg):
+    unknowns = UnknownFieldSet(msg)
+    for index in range(len(unknowns)):
+        unknown = unknowns[index]
         if unknown.field_number in declared:
             name = declared[unknown.field_number].name
             return f"field {name} ({unknown.field_number}) has wire type {unknown.wire_type}"

@@ -131,10 +131,10 @@ class Replica:
 
     def start(self) -> Replica:
         """Connect and start the worker threads; returns at once (see ``wait_ready``)."""
-        if self._started:
-            return self
         if self._stop.is_set():
             raise ReplicaClosedError("replica was closed")
+        if self._started:
+            return self
         self._started = True
         self._client = self._client_factory(self.etcd)
         self._spawn("worker", self._run)

@@ -1,0 +1,673 @@
+"""The single metadata writer: every write is one fenced, compare-guarded etcd transaction.
+
+What each write does, in order:
+1. the role gate (``store.roles``): a refused write raises before etcd is touched;
+2. the drain gate: a draining writer takes no new writes (DrainingError), counts those in flight;
+3. the reads it needs (linearizable, retried: reads cannot apply anything twice);
+4. ONE transaction whose compares are the leadership fence (``Leadership.fence_compares``) plus
+   ``mod_revision == read revision`` on every key it writes; the failure branch reads the leader
+   key and those keys back, so one round trip tells a lost fence (NotLeaderError) from a lost
+   race (conflict, with the current revision).
+
+Retry policy (why a retry can never apply a write twice):
+- Reads: retried on transient errors with backoff (``call_with_retry``) until the deadline.
+- Compare-guarded writes (add, modify, delete, controller): if the txn's outcome is unknown (the
+  connection dropped or the deadline hit after sending), we do not resend blindly. We re-read
+  the keys: if they hold exactly what we wrote, it applied: success at their mod_revision. If
+  they still carry the revisions we compared against, it did not apply (and cannot apply later
+  alongside a resend: both carry the same ``mod_revision == r`` compare, so at most one of them
+  succeeds), so resending is safe. Anything else is reported as EtcdUnavailableError
+  ("outcome unknown"), never as success.
+- Blind writes (service limit, states put/delete): their effect is idempotent (the same value,
+  or the key gone), so after an unknown outcome we re-read and resend until the key shows our
+  effect; a retry can only re-apply the same value.
+- A plain ``modify_group``/``update_controller`` (no ``expected_revision``) that loses a race to
+  another writer re-reads and re-applies its change up to ``modify_attempts`` (3) times: the
+  change is a patch of the latest settings, so re-applying it on fresh state is the caller's
+  intent. With ``expected_revision`` it is a strict compare-and-set: ConflictError.
+
+Deadlines: every etcd RPC carries the client deadline, and every operation stops retrying after
+``timeout`` seconds (5 s by default), so no call hangs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from pyetcd.utils import prefix_range_end
+
+from store import codec
+from store.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    DecodeError,
+    DrainingError,
+    EtcdUnavailableError,
+    InvalidInputError,
+    NotFoundError,
+    NotLeaderError,
+    ReservedGroupError,
+    WriteError,
+    WriteRefusedError,
+)
+from store.etcd import EtcdConfig, call_with_retry, connect, is_transient, txn
+from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_id
+from store.leadership import Leadership
+from store.metrics import WriterMetrics
+from store.models import (
+    DEFAULT_GROUP_NAME,
+    ControllerConfig,
+    GroupMode,
+    GroupStates,
+    ResourceGroup,
+    ServiceLimit,
+    TokenBucket,
+    default_group,
+)
+from store.roles import WriteKind, WriteRole, check_write
+
+log = structlog.get_logger("rmwatch.writer")
+
+DEFAULT_TIMEOUT = 5.0
+MODIFY_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A group's settings and states read at one revision.
+
+    ``mod_revision`` is the settings key's (0 for a synthesized ``default`` never stored).
+    """
+
+    group: ResourceGroup
+    states: GroupStates | None
+    revision: int
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One write: keys to put/delete and the mod_revision each written key must still have.
+
+    ``guards`` None means a blind write (its effect is idempotent; see the module docstring).
+    """
+
+    op: str
+    kind: WriteKind
+    key: str
+    puts: dict[str, bytes] = field(default_factory=dict)
+    deletes: tuple[str, ...] = ()
+    guards: dict[str, int] | None = None
+
+
+class _LostRaceError(Exception):
+    """A guard compare failed: ``current`` holds each guarded key's mod_revision now."""
+
+    def __init__(self, current: dict[str, int]) -> None:
+        super().__init__("compare failed")
+        self.current = current
+
+
+_OUTCOMES: dict[type[Exception], str] = {
+    NotFoundError: "not_found",
+    AlreadyExistsError: "exists",
+    ConflictError: "conflict",
+    NotLeaderError: "not_leader",
+    DrainingError: "draining",
+}
+
+
+def _ks(keyspace_id: int | None) -> int:
+    return NULL_KEYSPACE_ID if keyspace_id is None else keyspace_id
+
+
+class Writer:
+    """PD's RM metadata writes and reads, as etcd transactions under one key layout.
+
+    Args:
+        client: a pyetcd client; or give ``etcd`` and the writer connects (and closes) its own.
+        layout: key layout (root prefix).
+        role: write role; gates every write (``store.roles``).
+        leadership: election membership whose fence every write carries. None runs unfenced,
+            which is only safe when exactly one writer exists (single-process tools, benches).
+        timeout: overall deadline of one operation, retries included (seconds).
+        modify_attempts: read-modify-write attempts of a non-strict modify/controller update.
+        metrics: where to count writes (a fresh registry by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Any | None = None,
+        etcd: EtcdConfig | None = None,
+        layout: KeyLayout,
+        role: WriteRole = WriteRole.LEGACY_ALL,
+        leadership: Leadership | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        modify_attempts: int = MODIFY_ATTEMPTS,
+        metrics: WriterMetrics | None = None,
+    ) -> None:
+        if client is None:
+            if etcd is None:
+                raise ValueError("Writer needs a client or an EtcdConfig")
+            client = connect(etcd)
+            self._owns_client = True
+        else:
+            self._owns_client = False
+        self.client = client
+        self.layout = layout
+        self.role = WriteRole(role)
+        self.leadership = leadership
+        self.timeout = timeout
+        self.modify_attempts = max(1, modify_attempts)
+        self.metrics = metrics if metrics is not None else WriterMetrics()
+        self.metrics.track_leadership(self._epoch)
+        self._drain_lock = threading.Condition()
+        self._draining = False
+        self._in_flight = 0
+
+    def close(self) -> None:
+        """Close the etcd client if this writer opened it."""
+        if self._owns_client:
+            self.client.close()
+
+    def _epoch(self) -> int | None:
+        return self.leadership.epoch if self.leadership is not None else None
+
+    # ---- drain -------------------------------------------------------------------------
+
+    @property
+    def draining(self) -> bool:
+        """True once ``begin_drain()`` ran: new writes raise DrainingError."""
+        return self._draining
+
+    @property
+    def in_flight(self) -> int:
+        """Writes started and not finished yet."""
+        with self._drain_lock:
+            return self._in_flight
+
+    def begin_drain(self) -> None:
+        """Refuse new writes from now on (DrainingError); writes in flight continue."""
+        with self._drain_lock:
+            self._draining = True
+            self._drain_lock.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no write is in flight, at most ``timeout`` s; True if idle."""
+        end = time.monotonic() + timeout
+        with self._drain_lock:
+            while self._in_flight:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._drain_lock.wait(left)
+            return True
+
+    @contextmanager
+    def _write_slot(self) -> Iterator[None]:
+        with self._drain_lock:
+            if self._draining:
+                raise DrainingError("this writer is draining and takes no new writes")
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._drain_lock:
+                self._in_flight -= 1
+                self._drain_lock.notify_all()
+
+    # ---- writes ------------------------------------------------------------------------
+
+    def add_group(self, group: ResourceGroup) -> int:
+        """Create a group's settings; AlreadyExistsError if it exists. Returns the revision."""
+        key = self.layout.settings(group.name, group.effective_keyspace_id)
+
+        def plan() -> _Plan:
+            return _Plan("add_group", WriteKind.METADATA, key,
+                         puts={key: codec.encode_settings(group, base=b"")},
+                         guards={key: 0})  # fmt: skip
+
+        def lost(_: _LostRaceError) -> WriteError:
+            return AlreadyExistsError(f"resource group {group.name!r} already exists")
+
+        return self._run("add_group", WriteKind.METADATA, key, plan, lost=lost, retry_lost=False)
+
+    def modify_group(self, group: ResourceGroup, *, expected_revision: int | None = None) -> int:
+        """Apply new settings to an existing group, never touching its states (tokens).
+
+        The settings are patched as PD's ``PatchSettings`` does (same mode required; priority,
+        runaway and background settings replaced; the bucket settings replaced but the legacy
+        ``tokens`` in settings kept), encoded on the old wire bytes so unknown protobuf fields
+        survive. With ``expected_revision`` (the settings key's mod_revision the caller saw)
+        it is a strict compare-and-set: ConflictError with the current revision if it moved.
+        """
+        ks = group.effective_keyspace_id
+        key = self.layout.settings(group.name, ks)
+
+        def plan() -> _Plan:
+            old, old_rev = self._read_settings(key, group.name, ks)
+            if expected_revision is not None and old_rev != expected_revision:
+                raise ConflictError(
+                    f"resource group {group.name!r} changed: revision {old_rev}, "
+                    f"expected {expected_revision}",
+                    current_revision=old_rev,
+                )
+            patched = _patch_settings(old, group)
+            wire = codec.encode_settings(patched, base=old.wire or b"")
+            return _Plan("modify_group", WriteKind.METADATA, key, puts={key: wire},
+                         guards={key: old_rev})  # fmt: skip
+
+        def lost(exc: _LostRaceError) -> WriteError:
+            current = exc.current.get(key, 0)
+            if current == 0:
+                return NotFoundError(f"resource group {group.name!r} not found")
+            return ConflictError(
+                f"resource group {group.name!r} changed concurrently: revision {current}",
+                current_revision=current,
+            )
+
+        return self._run("modify_group", WriteKind.METADATA, key, plan, lost=lost,
+                         retry_lost=expected_revision is None)  # fmt: skip
+
+    def delete_group(self, name: str, keyspace_id: int | None = None) -> int:
+        """Delete a group's settings and states in one txn; ``default`` is refused."""
+        if name == DEFAULT_GROUP_NAME:
+            check_write(self.role, WriteKind.METADATA)
+            raise ReservedGroupError("cannot delete reserved group 'default'")
+        ks = _ks(keyspace_id)
+        skey, tkey = self.layout.settings(name, ks), self.layout.states(name, ks)
+
+        def plan() -> _Plan:
+            revs = self._mod_revisions([skey, tkey])
+            if revs[skey] == 0:
+                raise NotFoundError(f"resource group {name!r} not found")
+            return _Plan("delete_group", WriteKind.METADATA, skey, deletes=(skey, tkey),
+                         guards=revs)  # fmt: skip
+
+        return self._run("delete_group", WriteKind.METADATA, skey, plan,
+                         lost=lambda _: None, retry_lost=True)  # fmt: skip
+
+    def update_controller(
+        self, items: dict[str, Any], *, expected_revision: int | None = None
+    ) -> int:
+        """Apply PD's controller-config map all or nothing; any unknown key fails the lot."""
+        if not isinstance(items, dict):
+            raise InvalidInputError("body", "must be a JSON object of controller keys")
+        key = self.layout.controller()
+
+        def plan() -> _Plan:
+            config, rev = self.get_controller_at()
+            if expected_revision is not None and rev != expected_revision:
+                raise ConflictError(
+                    f"controller config changed: revision {rev}, expected {expected_revision}",
+                    current_revision=rev,
+                )
+            try:
+                updated = config.with_updates(items)
+            except KeyError as exc:
+                raise InvalidInputError(str(exc.args[0]), "unknown controller config key") from None
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "body"
+                raise InvalidInputError(where, err["msg"]) from None
+            except ValueError as exc:
+                raise InvalidInputError("request-unit", str(exc)) from None
+            return _Plan("update_controller", WriteKind.METADATA, key,
+                         puts={key: codec.encode_controller(updated)},
+                         guards={key: rev})  # fmt: skip
+
+        def lost(exc: _LostRaceError) -> WriteError:
+            current = exc.current.get(key, 0)
+            return ConflictError(
+                f"controller config changed concurrently: revision {current}",
+                current_revision=current,
+            )
+
+        return self._run("update_controller", WriteKind.METADATA, key, plan, lost=lost,
+                         retry_lost=expected_revision is None)  # fmt: skip
+
+    def set_service_limit(self, keyspace_id: int | None, value: float) -> int:
+        """Set a keyspace's service limit (RU/s); negative, NaN or infinite is refused."""
+        ks = _ks(keyspace_id)
+        try:
+            limit = ServiceLimit(keyspace_id=ks, service_limit=value)
+        except ValidationError as exc:
+            raise InvalidInputError("service_limit", exc.errors()[0]["msg"]) from None
+        key = self.layout.service_limit(ks)
+
+        def plan() -> _Plan:
+            return _Plan("set_service_limit", WriteKind.METADATA, key,
+                         puts={key: codec.encode_service_limit(limit)})  # fmt: skip
+
+        return self._run("set_service_limit", WriteKind.METADATA, key, plan,
+                         lost=lambda _: None, retry_lost=False)  # fmt: skip
+
+    def put_states(self, name: str, states: GroupStates, keyspace_id: int | None = None) -> int:
+        """Write a group's token states (states role only)."""
+        key = self.layout.states(name, _ks(keyspace_id))
+
+        def plan() -> _Plan:
+            return _Plan("put_states", WriteKind.STATES, key,
+                         puts={key: codec.encode_states(states)})  # fmt: skip
+
+        return self._run("put_states", WriteKind.STATES, key, plan,
+                         lost=lambda _: None, retry_lost=False)  # fmt: skip
+
+    def delete_states(self, name: str, keyspace_id: int | None = None) -> int:
+        """Delete a group's token states (states role only)."""
+        key = self.layout.states(name, _ks(keyspace_id))
+
+        def plan() -> _Plan:
+            return _Plan("delete_states", WriteKind.STATES, key, deletes=(key,))
+
+        return self._run("delete_states", WriteKind.STATES, key, plan,
+                         lost=lambda _: None, retry_lost=False)  # fmt: skip
+
+    # ---- the write engine --------------------------------------------------------------
+
+    def _run(
+        self,
+        op: str,
+        kind: WriteKind,
+        key: str,
+        plan_fn: Callable[[], _Plan],
+        *,
+        lost: Callable[[_LostRaceError], WriteError | None],
+        retry_lost: bool,
+    ) -> int:
+        """Gate, plan, commit; log and count the outcome.
+
+        ``lost`` maps a lost race to the error to raise (None: plan again); with
+        ``retry_lost`` a lost race is planned again up to ``modify_attempts`` times.
+        """
+        started = time.monotonic()
+        outcome, revision = "error", 0
+        try:
+            # Role gate first, before any read: a refused write touches nothing.
+            check_write(self.role, kind)
+            with self._write_slot():
+                attempts = self.modify_attempts if retry_lost else 1
+                for attempt in range(attempts):
+                    try:
+                        revision = self._commit(plan_fn(), started)
+                    except _LostRaceError as exc:
+                        err = lost(exc)
+                        last = attempt == attempts - 1
+                        if err is not None and (last or isinstance(err, NotFoundError)):
+                            raise err from None
+                        if err is None and last:
+                            raise ConflictError(
+                                f"{key} kept changing concurrently",
+                                current_revision=max(exc.current.values(), default=0),
+                            ) from None
+                        continue
+                    outcome = "ok"
+                    return revision
+                raise AssertionError("unreachable")  # pragma: no cover
+        except WriteError as exc:
+            outcome = _OUTCOMES.get(type(exc), "error")
+            if isinstance(exc, WriteRefusedError):
+                outcome = "refused"
+            raise
+        except InvalidInputError:
+            outcome = "invalid"
+            raise
+        except EtcdUnavailableError:
+            outcome = "unavailable"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            self.metrics.writes.labels(op=op, outcome=outcome).inc()
+            self.metrics.latency.labels(op=op).observe(elapsed)
+            log.info("write", op=op, key=key, revision=revision or None, role=str(self.role),
+                     epoch=self._epoch(), outcome=outcome,
+                     ms=round(elapsed * 1000, 2))  # fmt: skip
+
+    def _commit(self, plan: _Plan, started: float) -> int:
+        """One fenced txn for ``plan``; on an unknown outcome, reconcile (see module doc)."""
+        tx = self.client.transactions
+        success = [tx.put(k, v) for k, v in plan.puts.items()]
+        success += [tx.delete(k) for k in plan.deletes]
+        guarded = list(plan.guards or {})
+        while True:
+            fence: list[Any] = []
+            failure: list[Any] = []
+            if self.leadership is not None:
+                fence = self.leadership.fence_compares()
+                failure = self.leadership.fence_failure_ops()
+            compares = fence + [tx.mod(k) == r for k, r in (plan.guards or {}).items()]
+            failure += [tx.get(k) for k in guarded]
+            try:
+                result = txn(self.client, compares, success, failure)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                applied = self._reconcile(plan, started, exc)
+                if applied is not None:
+                    return applied
+                continue  # provably not applied: resending is safe
+            if result.succeeded:
+                return result.revision
+            responses = list(result.responses)
+            if self.leadership is not None:
+                self.leadership.check_fence(responses[0])  # raises if deposed
+                responses = responses[1:]
+            current = {}
+            for k, response in zip(guarded, responses, strict=True):
+                kvs = list(response.response_range.kvs)
+                current[k] = int(kvs[0].mod_revision) if kvs else 0
+            raise _LostRaceError(current)
+
+    def _reconcile(self, plan: _Plan, started: float, cause: BaseException) -> int | None:
+        """After an unknown outcome: the revision if ``plan`` applied, None if it provably
+        did not (safe to resend), EtcdUnavailableError otherwise or past the deadline."""
+        left = self.timeout - (time.monotonic() - started)
+        if left <= 0:
+            raise EtcdUnavailableError(
+                f"{plan.op} on {plan.key}: outcome unknown after {self.timeout:.1f}s ({cause!r})"
+            ) from cause
+        keys = list(plan.puts) + list(plan.deletes)
+        values, revs, header = self._read_keys(keys, deadline=left)
+        applied = all(values[k] == v for k, v in plan.puts.items()) and all(
+            values[k] is None for k in plan.deletes
+        )
+        if applied:
+            # Deletes leave no mod_revision behind: the read's header revision is >= the
+            # delete's, which is what read-your-writes (min_revision) needs.
+            put_revs = [revs[k] for k in plan.puts]
+            log.info("write_outcome_recovered", op=plan.op, key=plan.key)
+            return max(put_revs) if put_revs else header
+        if plan.guards is None or all(revs[k] == r for k, r in plan.guards.items()):
+            return None
+        raise EtcdUnavailableError(
+            f"{plan.op} on {plan.key}: outcome unknown ({cause!r}) and the key changed since"
+        ) from cause
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def _read_keys(
+        self, keys: Sequence[str], *, deadline: float | None = None
+    ) -> tuple[dict[str, bytes | None], dict[str, int], int]:
+        """Values and mod_revisions of ``keys`` at one revision (one read-only txn)."""
+        tx = self.client.transactions
+
+        def read() -> Any:
+            return txn(self.client, [], [tx.get(k) for k in keys])
+
+        result = call_with_retry(read, deadline=deadline or self.timeout, what="read")
+        values: dict[str, bytes | None] = {}
+        revs: dict[str, int] = {}
+        for k, response in zip(keys, result.responses, strict=True):
+            kvs = list(response.response_range.kvs)
+            values[k] = bytes(kvs[0].value) if kvs else None
+            revs[k] = int(kvs[0].mod_revision) if kvs else 0
+        return values, revs, result.revision
+
+    def _mod_revisions(self, keys: Sequence[str]) -> dict[str, int]:
+        return self._read_keys(keys)[1]
+
+    def _read_settings(self, key: str, name: str, ks: int) -> tuple[ResourceGroup, int]:
+        values, revs, _ = self._read_keys([key])
+        data = values[key]
+        if data is None:
+            if name == DEFAULT_GROUP_NAME:
+                return default_group(ks).with_wire(b""), 0
+            raise NotFoundError(f"resource group {name!r} not found")
+        return codec.decode_settings(key, data), revs[key]
+
+    def get_group(self, name: str, keyspace_id: int | None = None) -> GroupView:
+        """A group's settings and states at one revision; NotFoundError if missing.
+
+        ``default`` exists in every keyspace: when it was never stored, PD's reserved
+        defaults are returned with ``mod_revision`` 0.
+        """
+        ks = _ks(keyspace_id)
+        skey, tkey = self.layout.settings(name, ks), self.layout.states(name, ks)
+        values, revs, header = self._read_keys([skey, tkey])
+        data = values[skey]
+        if data is None:
+            if name != DEFAULT_GROUP_NAME:
+                raise NotFoundError(f"resource group {name!r} not found")
+            group = default_group(ks)
+        else:
+            group = codec.decode_settings(skey, data)
+        states_data = values[tkey]
+        states = codec.decode_states(tkey, states_data) if states_data is not None else None
+        return GroupView(group, states, header, revs[skey])
+
+    def list_groups(self, keyspace_id: int | None = None) -> tuple[list[GroupView], int]:
+        """Every group of a keyspace (settings and states at one revision), sorted by name.
+
+        A value that does not decode is logged and skipped, never hiding the others.
+        """
+        ks = _ks(keyspace_id)
+        sprefix = self.layout.settings("", ks).encode()
+        tprefix = self.layout.states("", ks).encode()
+        tx = self.client.transactions
+
+        def read() -> Any:
+            return txn(self.client, [], [
+                tx.get(sprefix, prefix_range_end(sprefix)),
+                tx.get(tprefix, prefix_range_end(tprefix)),
+            ])  # fmt: skip
+
+        result = call_with_retry(read, deadline=self.timeout, what="list groups")
+        states: dict[str, GroupStates] = {}
+        for kv in result.responses[1].response_range.kvs:
+            key = kv.key.decode("utf-8", "surrogateescape")
+            try:
+                parsed = self.layout.parse(key)
+                if parsed.kind is KeyKind.STATES and parsed.name is not None:
+                    states[parsed.name] = codec.decode_states(key, kv.value)
+            except (DecodeError, ValueError) as exc:
+                log.warning("undecodable_value", key=key, revision=kv.mod_revision, error=str(exc))
+        views: dict[str, GroupView] = {}
+        for kv in result.responses[0].response_range.kvs:
+            key = kv.key.decode("utf-8", "surrogateescape")
+            try:
+                parsed = self.layout.parse(key)
+                value = codec.decode_value(key, parsed, kv.value)
+            except (DecodeError, ValueError) as exc:
+                log.warning("undecodable_value", key=key, revision=kv.mod_revision, error=str(exc))
+                continue
+            if parsed.kind is not KeyKind.SETTINGS or parsed.keyspace_id != ks:
+                continue  # a keyspace whose id merely starts with ours ("1/" vs "12/")
+            assert isinstance(value, ResourceGroup)
+            views[value.name] = GroupView(
+                value, states.get(value.name), result.revision, int(kv.mod_revision)
+            )
+        if DEFAULT_GROUP_NAME not in views:
+            views[DEFAULT_GROUP_NAME] = GroupView(
+                default_group(ks), states.get(DEFAULT_GROUP_NAME), result.revision, 0
+            )
+        return [views[n] for n in sorted(views)], result.revision
+
+    def get_controller_at(self) -> tuple[ControllerConfig, int]:
+        """The controller config and its mod_revision (PD's defaults and 0 when absent)."""
+        key = self.layout.controller()
+        values, revs, _ = self._read_keys([key])
+        data = values[key]
+        if data is None:
+            return ControllerConfig(), 0
+        return codec.decode_controller(key, data), revs[key]
+
+    def get_controller(self) -> ControllerConfig:
+        """The controller config (PD's defaults when never written)."""
+        return self.get_controller_at()[0]
+
+    def get_service_limit(self, keyspace_id: int | None = None) -> ServiceLimit:
+        """A keyspace's service limit; NotFoundError when none is set."""
+        ks = _ks(keyspace_id)
+        key = self.layout.service_limit(ks)
+        values, _, _ = self._read_keys([key])
+        data = values[key]
+        if data is None:
+            raise NotFoundError(f"no service limit for keyspace {ks}")
+        return codec.decode_service_limit(key, data, ks)
+
+    def resolve_keyspace(self, name: str) -> int:
+        """A keyspace name to its id, through PD's index key ``keyspaces/id/{name}``."""
+        key = f"{self.layout.root_prefix}keyspaces/id/{name}"
+        values, _, _ = self._read_keys([key])
+        data = values[key]
+        if data is None:
+            raise NotFoundError("keyspace not found")
+        try:
+            return parse_keyspace_id(data.decode("ascii").strip())
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise DecodeError(key, str(exc)) from None
+
+
+def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
+    """PD's PatchSettings: new settings onto the old group, tokens and stats untouched."""
+    if new.mode != old.mode:
+        raise InvalidInputError("mode", "only support reconfigure in same mode")
+    update: dict[str, Any] = {
+        "priority": new.priority,
+        "runaway_settings": new.runaway_settings,
+        "background_settings": new.background_settings,
+    }
+    if old.mode is GroupMode.RU_MODE:
+        if new.r_u_settings is None or new.r_u_settings.r_u is None:
+            raise InvalidInputError("r_u_settings", "required to modify an RU-mode group")
+        old_ru = old.r_u_settings.r_u if old.r_u_settings and old.r_u_settings.r_u else None
+        bucket = TokenBucket(
+            settings=new.r_u_settings.r_u.settings,
+            tokens=old_ru.tokens if old_ru else 0.0,  # no token delta: settings only
+        )
+        update["r_u_settings"] = new.r_u_settings.model_copy(update={"r_u": bucket})
+    elif old.mode is GroupMode.RAW_MODE:
+        if new.raw_resource_settings is None:
+            raise InvalidInputError("raw_resource_settings", "required to modify a raw-mode group")
+        old_raw = old.raw_resource_settings
+        parts: dict[str, TokenBucket | None] = {}
+        for part in ("cpu", "io_read", "io_write"):
+            fresh = getattr(new.raw_resource_settings, part)
+            prior = getattr(old_raw, part) if old_raw is not None else None
+            parts[part] = (
+                None
+                if fresh is None
+                else TokenBucket(settings=fresh.settings, tokens=prior.tokens if prior else 0.0)
+            )
+        update["raw_resource_settings"] = new.raw_resource_settings.model_copy(update=parts)
+    return old.model_copy(update=update)
+
+
+def parse_json_object(body: bytes, what: str = "body") -> Any:
+    """Decode a JSON request body, InvalidInputError naming ``what`` if it is not JSON."""
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidInputError(what, f"not valid JSON: {exc}") from None
+
+
+__all__ = ["DEFAULT_TIMEOUT", "GroupView", "Writer", "parse_json_object"]

@@ -1,0 +1,170 @@
+"""``rmwatch writer``: run one member of the writer group (election, fenced writes, HTTP API).
+
+Every option is a flag and an ``RMWATCH_*`` environment variable (pydantic-settings); a flag
+given on the command line overrides the environment. SIGTERM (and Ctrl-C) drain first: new
+writes are forwarded to the next leader, writes in flight finish, leadership is resigned, then
+the server exits with status 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+import uvicorn
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from store.api import create_writer_app
+from store.drain import Drainer
+from store.etcd import EtcdConfig, connect
+from store.keys import KeyLayout
+from store.leadership import DEFAULT_TTL, Leadership
+from store.roles import WriteRole
+from store.writer import Writer
+
+log = structlog.get_logger("rmwatch.writer_cli")
+
+
+class WriterSettings(BaseSettings):
+    """Settings of ``rmwatch writer``; each field is also ``RMWATCH_<FIELD>`` in the env."""
+
+    model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
+
+    etcd: str = "127.0.0.1:2379"
+    listen: str = "127.0.0.1:8080"
+    advertise_url: str | None = None
+    role: WriteRole = WriteRole.LEGACY_ALL
+    root_prefix: str = ""
+    name: str = socket.gethostname()
+    token_file: Path | None = None
+    lease_ttl: float = DEFAULT_TTL
+    etcd_timeout: float = 5.0
+
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port."""
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"--listen {self.listen!r} must be HOST:PORT")
+        return host or "0.0.0.0", int(port)  # ":8080": every interface
+
+    def address(self) -> str:
+        """Where the other writers reach this one (``--advertise-url`` or ``http://listen``)."""
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host, port = self.host_port()
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+    def token(self) -> SecretStr | None:
+        """The bearer token read from ``token_file`` (stripped), or None."""
+        if self.token_file is None:
+            return None
+        return SecretStr(self.token_file.read_text().strip())
+
+
+_FLAGS = ("etcd", "listen", "advertise_url", "role", "root_prefix", "name", "token_file",
+          "lease_ttl", "etcd_timeout")  # fmt: skip
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``writer`` subcommand to the ``rmwatch`` parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "writer", help="run a metadata writer (leader election, fenced writes, PD's HTTP API)"
+    )
+    parser.add_argument("--etcd", help="etcd endpoints URL[,URL...] (RMWATCH_ETCD)")
+    parser.add_argument("--listen", help="HOST:PORT of the HTTP API (RMWATCH_LISTEN)")
+    parser.add_argument("--advertise-url", help="URL other writers forward to")
+    parser.add_argument("--role", choices=[r.value for r in WriteRole], help="write role")
+    parser.add_argument("--root-prefix", help="root prefix of every key (default empty)")
+    parser.add_argument("--name", help="this writer's name in the election")
+    parser.add_argument("--token-file", help="file holding the bearer token writes need")
+    parser.add_argument("--lease-ttl", type=float, help="leader lease TTL in seconds (5)")
+    parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    parser.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> WriterSettings:
+    """Environment first, flags given on the command line on top."""
+    given = {f: getattr(args, f) for f in _FLAGS if getattr(args, f, None) is not None}
+    return WriterSettings(**given)
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr (one event per line, ISO timestamps)."""
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=logging.INFO)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso"),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn that drains the writer on SIGTERM/SIGINT before it stops serving.
+
+    The server keeps answering during the drain, so writes arriving meanwhile are forwarded
+    to the next leader instead of being refused at the socket.
+    """
+
+    def __init__(self, config: uvicorn.Config, drainer: Drainer) -> None:
+        super().__init__(config)
+        self._drainer = drainer
+        self._draining: threading.Thread | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining is not None:
+            if sig == signal.SIGINT:  # a second Ctrl-C: stop now
+                super().handle_exit(sig, frame)
+            return
+        log.info("signal_received", signal=signal.Signals(sig).name)
+
+        def drain_then_exit() -> None:
+            try:
+                self._drainer.drain()
+            finally:
+                self.should_exit = True
+
+        self._draining = threading.Thread(target=drain_then_exit, name="drain", daemon=True)
+        self._draining.start()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the writer until SIGTERM; 0 after a clean drain."""
+    configure_logging()
+    settings = settings_from_args(args)
+    host, port = settings.host_port()
+    client = connect(EtcdConfig.parse(settings.etcd, timeout=settings.etcd_timeout))
+    layout = KeyLayout(settings.root_prefix)
+    leadership = Leadership(client=client, layout=layout, name=settings.name,
+                            address=settings.address(), ttl=settings.lease_ttl)  # fmt: skip
+    writer = Writer(client=client, layout=layout, role=settings.role, leadership=leadership)
+    drainer = Drainer(writer)
+    app = create_writer_app(writer, token=settings.token(), drainer=drainer)
+    log.info("writer_starting", name=settings.name, listen=settings.listen,
+             address=settings.address(), role=str(settings.role), etcd=settings.etcd,
+             root_prefix=settings.root_prefix, lease_ttl=settings.lease_ttl)  # fmt: skip
+    leadership.start()
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = _DrainingServer(config, drainer)
+    try:
+        server.run()
+    finally:
+        leadership.close()
+        client.close()
+    log.info("writer_stopped", name=settings.name)
+    return 0
+
+
+__all__ = ["WriterSettings", "register", "run", "settings_from_args"]

@@ -1,0 +1,189 @@
+"""Honest staleness, contained bad data, reasons for every recovery, digest checks, and a clean
+close, against a real etcd."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from harness import (
+    EtcdMember,
+    etcd_items,
+    group_bytes,
+    make_client,
+    put_group,
+    wait_until,
+)
+
+from store.keys import KeyLayout
+from watcher.cache import Entry, Snapshot
+from watcher.errors import NotReadyError, ReplicaClosedError
+from watcher.replica import DigestMismatchError, Replica
+from watcher.state import ReplicaState
+
+
+class TestStaleness:
+    def test_past_the_bound_a_frozen_etcd_makes_the_replica_not_ready_and_it_recovers(
+        self, etcd_member: EtcdMember
+    ) -> None:
+        """With the only member frozen, the replica keeps its data but stops serving once the
+        last confirmation is older than max_staleness; after SIGCONT it serves again."""
+        layout = KeyLayout("/stale/")
+        client = make_client([etcd_member.endpoint])
+        put_group(client, layout, "s1")
+        with Replica(
+            endpoints=[etcd_member.endpoint], root_prefix="/stale/", max_staleness=1.5
+        ) as replica:
+            replica.wait_ready(10)
+            assert replica.get_group("s1").value is not None
+            etcd_member.pause()
+            try:
+                wait_until(lambda: not replica.ready, 10, "staleness to be reported")
+                with pytest.raises(NotReadyError) as err:
+                    replica.get_group("s1")
+                assert "stale" in err.value.reason
+                assert replica.status()["age_seconds"] > 1.5
+            finally:
+                etcd_member.resume()
+            replica.wait_ready(30)
+            assert replica.get_group("s1").value is not None
+        client.close()
+
+
+class TestBadData:
+    def test_malformed_values_are_contained_reported_and_recovered(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """Garbage bytes, a name differing from its key, and bad JSON, written with a raw
+        client, are skipped and listed with key, revision and error; every other key keeps
+        serving; a good value later replaces the bad one."""
+        layout = KeyLayout(root_prefix)
+        put_group(etcd_client, layout, "good")
+        garbage = layout.settings("garbage")
+        etcd_client.put(garbage, b"\xff\xfe\xfd")
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.wait_ready(10)
+            wrong = layout.settings("wrong-name")
+            rev1 = int(etcd_client.put(wrong, group_bytes("other")).header.revision)
+            bad_json = layout.states("good")
+            rev2 = int(etcd_client.put(bad_json, b"{not json").header.revision)
+            limit = layout.service_limit(7)
+            rev3 = int(etcd_client.put(limit, b"-5").header.revision)
+            replica.wait_for_revision(rev3, 10)
+            status = replica.status()
+            errors = {e["key"]: e for e in status["decode_errors"]}
+            assert set(errors) == {garbage, wrong, bad_json, limit}
+            assert errors[wrong]["revision"] == rev1
+            assert "differs from the key" in errors[wrong]["error"]
+            assert errors[bad_json]["revision"] == rev2
+            assert replica.metrics.decode_errors._value.get() == 4
+            assert replica.get_group("good").value is not None
+            assert replica.get_group("wrong-name").value is None
+            assert replica.get_service_limit(7).value is None
+            assert replica.ready
+            fixed = put_group(etcd_client, layout, "garbage", 4)
+            got = replica.get_group("garbage", min_revision=fixed)
+            assert got.value is not None
+            assert got.value.priority == 4
+            assert garbage not in {e["key"] for e in replica.status()["decode_errors"]}
+
+
+class TestReasons:
+    def test_every_transition_is_recorded_with_cause_and_revision(
+        self, etcd_endpoints: list[str], root_prefix: str
+    ) -> None:
+        """Start-up records LOADING → CATCHING_UP → SERVING with causes naming revisions, and
+        close records STOPPED; /status shows them."""
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.wait_ready(10)
+            path = [(t.source, t.target) for t in replica.transitions()]
+            assert path == [
+                (ReplicaState.LOADING, ReplicaState.CATCHING_UP),
+                (ReplicaState.CATCHING_UP, ReplicaState.SERVING),
+            ]
+            first, second = replica.transitions()
+            assert first.cause.startswith(f"snapshot loaded at {first.applied_revision}")
+            assert second.cause.startswith("caught up: applied")
+            assert replica.status()["transitions"][0]["cause"] == first.cause
+        assert replica.transitions()[-1].target is ReplicaState.STOPPED
+
+
+class TestDigest:
+    def _tamper(self, replica: Replica) -> str:
+        snap = replica._snap
+        assert snap is not None
+        key = next(iter(snap.entries))
+        entry = snap.entries[key]
+        forged = Entry(key, entry.raw + b"!", entry.mod_revision, entry.parsed, entry.value)
+        replica._snap = Snapshot(snap.layout, snap.revision, snap.entries.updated({key: forged}))
+        return key
+
+    def test_digest_finds_a_divergent_cache_and_a_rebuild_repairs_it(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """A cache that differs from etcd at its own revision is detected by the digest check,
+        counted, and repaired by a rebuild with the reason recorded."""
+        layout = KeyLayout(root_prefix)
+        for i in range(5):
+            put_group(etcd_client, layout, f"d{i}")
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.wait_ready(10)
+            clean = replica.check_digest()
+            assert clean is not None
+            assert clean.ok
+            key = self._tamper(replica)
+            result = replica.check_digest()
+            assert result is not None
+            assert result.mismatched == [key]
+            wait_until(
+                lambda: replica.metrics.rebuilds.labels("digest_mismatch")._value.get() == 1,
+                10,
+                "a rebuild after the mismatch",
+            )
+            wait_until(
+                lambda: any(t.cause.startswith("rebuilt at") for t in replica.transitions()),
+                10,
+                "the rebuild to finish",
+            )
+            snap = replica.snapshot()
+            assert snap.raw_items() == etcd_items(etcd_client, layout.prefix, snap.revision)
+            assert any("digest mismatch" in t.cause for t in replica.transitions())
+
+    def test_strict_mode_raises(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """In strict mode a mismatch raises DigestMismatchError (for tests and audits)."""
+        put_group(etcd_client, KeyLayout(root_prefix), "x")
+        with Replica(
+            endpoints=etcd_endpoints, root_prefix=root_prefix, strict_digest=True
+        ) as replica:
+            replica.wait_ready(10)
+            self._tamper(replica)
+            with pytest.raises(DigestMismatchError):
+                replica.check_digest()
+
+
+class TestClose:
+    def test_close_stops_every_thread_and_later_use_fails_clearly(
+        self, etcd_endpoints: list[str], root_prefix: str
+    ) -> None:
+        """After close no replica thread is left, reads raise NotReadyError, and waiting on a
+        closed replica raises ReplicaClosedError."""
+        before = {t.ident for t in threading.enumerate()}
+        replica = Replica(endpoints=etcd_endpoints, root_prefix=root_prefix, digest_interval=0.2)
+        replica.start()
+        replica.wait_ready(10)
+        replica.close()
+        replica.close()  # idempotent
+        leftover = [
+            t.name for t in threading.enumerate()
+            if t.ident not in before and t.name.startswith("rmwatch")
+        ]  # fmt: skip
+        assert leftover == []
+        with pytest.raises(NotReadyError):
+            replica.get_group("x")
+        with pytest.raises(ReplicaClosedError):
+            replica.wait_for_revision(10**9, 0.1)
+        with pytest.raises(ReplicaClosedError):
+            replica.start()
