@@ -61,19 +61,38 @@ def _known_in_unknown(msg: Message) -> str | None:
 
 
 def _message_to_dict(msg: Message) -> dict[str, Any]:
-    # Scalars are always emitted (proto3 zero values are meaningful: mode 0 is Unknown);
-    # sub-messages only when present, so "absent" and "empty" stay distinct.
+    # ListFields (in C) yields only fields that are set: sub-messages when present, scalars
+    # when non-zero. Every model default equals the proto3 zero value except ResourceGroup.mode
+    # (model default RU, wire default Unknown), which decode_settings fills in explicitly.
+    # About 3 us per group here against 24 us for a walk over every declared field.
     out: dict[str, Any] = {}
-    for field in msg.DESCRIPTOR.fields:
-        value = getattr(msg, field.name)
-        if field.type == _MESSAGE:
-            if msg.HasField(field.name):
-                out[field.name] = _message_to_dict(value)
-        elif _is_repeated(field):
+    for field, value in msg.ListFields():
+        kind = _KINDS.get(field)
+        if kind is None:
+            kind = _KINDS[field] = (
+                _SUBMESSAGE if field.type == _MESSAGE else _LIST if _is_repeated(field) else 0
+            )
+        if kind == _SUBMESSAGE:
+            out[field.name] = _message_to_dict(value)
+        elif kind == _LIST:
             out[field.name] = list(value)
         else:
             out[field.name] = value
     return out
+
+
+_SUBMESSAGE, _LIST = 1, 2
+_KINDS: dict[Any, int] = {}  # field descriptor -> kind; descriptor attribute reads are slow
+
+
+def _has_unknown_fields(msg: Message, data: bytes) -> bool:
+    # Unknown fields count in the encoded size: if the message re-encoded without them is as
+    # long as the input, there are none anywhere (the common case, ~2 us). A non-canonical
+    # input also differs in size; it only sends us down the exact (slower) check.
+    known_only = type(msg)()
+    known_only.CopyFrom(msg)
+    known_only.DiscardUnknownFields()
+    return known_only.ByteSize() != len(data)
 
 
 def _apply(msg: Message, data: dict[str, Any]) -> None:
@@ -104,17 +123,20 @@ def decode_settings(key: str, data: bytes) -> ResourceGroup:
         msg.ParseFromString(data)
     except (_PbDecodeError, RuntimeError, ValueError) as exc:
         raise DecodeError(key, f"not a ResourceGroup protobuf: {exc}") from None
-    wrong = _known_in_unknown(msg)
-    if wrong:
-        raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
+    if _has_unknown_fields(msg, data):
+        wrong = _known_in_unknown(msg)
+        if wrong:
+            raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
     fields = _message_to_dict(msg)
+    fields.setdefault("mode", 0)
     if "keyspace_id" in fields:
-        fields["keyspace_id"] = fields["keyspace_id"]["value"]
+        fields["keyspace_id"] = fields["keyspace_id"].get("value", 0)
     try:
         group = ResourceGroup.model_validate(fields)
     except ValidationError as exc:
         raise DecodeError(key, _first_error(exc)) from None
-    return group.with_wire(bytes(data))
+    group._wire = bytes(data)  # private attribute: allowed on a frozen model, no copy
+    return group
 
 
 def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
