@@ -10,7 +10,7 @@ When nothing can be sent, the answer says why (plain text, like PD's errors):
 
 - forwarding disabled: 403, naming the leader's address so the caller can go there;
 - no leader known: 503;
-- the leader refused the connection: etcd is asked again once (leadership may just have
+- the leader could not be connected to: etcd is asked again once (leadership may just have
   moved; nothing was sent, so a retry cannot apply the write twice), then 503;
 - no answer in time, or the connection broke after sending: 504 / 502, saying the write may
   or may not have been applied. It is never resent: that could apply it twice.
@@ -49,6 +49,10 @@ _DROP_RESPONSE = frozenset(
     {"content-length", "content-encoding", "connection", "keep-alive", "transfer-encoding",
      "trailer", "upgrade", "date", "server"}
 )  # fmt: skip
+
+
+# Failures that happen before a byte of the request left: safe to try another address.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class BodyTooLargeError(Exception):
@@ -157,7 +161,7 @@ class WriteForwarder:
             return _text(413, f"request body over {self.max_body} bytes")
         try:
             return await self._send(request, body, address)
-        except httpx.ConnectError as exc:
+        except _NOT_SENT as exc:
             failure: httpx.HTTPError = exc
         except httpx.HTTPError as exc:
             return self._unknown(address, exc)
@@ -168,7 +172,7 @@ class WriteForwarder:
                 address, where = again, where_again
                 try:
                     return await self._send(request, body, address)
-                except httpx.ConnectError as exc:
+                except _NOT_SENT as exc:
                     failure = exc
                 except httpx.HTTPError as exc:
                     return self._unknown(address, exc)

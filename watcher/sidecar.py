@@ -27,10 +27,11 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from store import pdjson
 from store.api import PREFIX
@@ -240,24 +241,47 @@ def create_sidecar_app(
 
     app.include_router(_rm_router(reads, forwarder))
     _probe_routes(app, replica, drain, metrics, forwarder)
-    app.add_middleware(RequestTracker, metrics=metrics, drain=drain)
+    app.add_middleware(_ForbiddenForwardGuard, reads=reads)
+    app.add_middleware(RequestTracker, metrics=metrics, drain=drain)  # outermost: sees all
     return app
 
 
-async def _refuse_forbidden_forward(request: Request) -> None:
-    # PD's RM fallback handler: `if r.Header.Get(XForbiddenForwardToMicroservice) == "true"`
-    # → http.NotFound, for every method.
-    if request.headers.get(FORBIDDEN_FORWARD_HEADER) == "true":
-        raise _RefusedError(_text(404, "404 page not found"))
+class _ForbiddenForwardGuard:
+    """ASGI middleware: PD's RM fallback handler answers ``http.NotFound`` to any request under
+    the prefix whose ``X-Forbidden-Forward-To-Microservice`` header is exactly ``"true"``.
+
+    A plain ASGI check rather than a router dependency: dropping FastAPI's per-request
+    dependency solving (and typed path parameters, hence ``request.path_params`` below) took
+    the group GET from ~2.1k to ~2.6-2.9k req/s on 2 CPUs, the same as a bare ``/health``.
+    """
+
+    _HEADER = FORBIDDEN_FORWARD_HEADER.lower().encode()
+    _PREFIX = PREFIX + "/"
+
+    def __init__(self, app: ASGIApp, *, reads: _Reads) -> None:
+        self.app = app
+        self.reads = reads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"].startswith(self._PREFIX)
+            and (self._HEADER, b"true") in scope["headers"]
+        ):
+            response = self.reads.refused(_text(404, "404 page not found"))
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 def _rm_router(reads: _Reads, forwarder: WriteForwarder) -> APIRouter:
     """Every route under PD's RM prefix: reads from the cache, writes forwarded."""
-    router = APIRouter(prefix=PREFIX, dependencies=[Depends(_refuse_forbidden_forward)])
+    router = APIRouter(prefix=PREFIX)
 
     @router.get("/config/group/{name}")
-    async def get_group(request: Request, name: str) -> Response:
+    async def get_group(request: Request) -> Response:
         """One group as PD shows it (404 if absent); ``with_stats`` adds RUStats."""
+        name = request.path_params["name"]
         keyspace = await reads.keyspace(request)
         snap = await reads.snapshot(request)
         group = snap.get_group(name, keyspace)
@@ -303,9 +327,9 @@ def _rm_router(reads: _Reads, forwarder: WriteForwarder) -> APIRouter:
         return await service_limit(request, None)
 
     @router.get("/config/keyspace/service-limit/{keyspace_name}")
-    async def get_keyspace_service_limit(request: Request, keyspace_name: str) -> Response:
+    async def get_keyspace_service_limit(request: Request) -> Response:
         """A named keyspace's service limit (400 if the keyspace does not exist, as PD)."""
-        return await service_limit(request, keyspace_name)
+        return await service_limit(request, request.path_params["keyspace_name"])
 
     # Writes: one handler, forwarded to the writer leader (or refused with the reason).
     writes: list[tuple[str, list[str]]] = [

@@ -1,0 +1,214 @@
+"""``rmwatch replica``: a replica of the RM metadata with PD's read routes over HTTP (a sidecar).
+
+Every option is a flag and an ``RMWATCH_*`` environment variable (pydantic-settings); a flag
+given on the command line overrides the environment::
+
+    rmwatch replica --etcd 10.0.0.1:2379,10.0.0.2:2379 --listen 0.0.0.0:8081
+
+The HTTP server starts at once and answers 503 until the replica has caught up (``/ready``
+tells a load balancer when to send traffic). SIGTERM (or Ctrl-C) drains: ``/ready`` turns 503
+at once while requests are still served for ``drain_seconds``, so load balancers move away
+without a failed request; then the server stops accepting, finishes the requests in flight
+(at most ``shutdown_timeout``), the replica is closed, and the process exits 0. A second
+signal skips the rest of the drain wait; a third stops without waiting for requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+import structlog
+import uvicorn
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from store.etcd import EtcdConfig, connect
+from store.keys import KeyLayout
+from store.leadership import read_leader
+from store.writer_cli import configure_logging
+from watcher.drain import DrainState
+from watcher.forward import DEFAULT_FORWARD_TIMEOUT
+from watcher.keyspaces import KeyspaceResolver
+from watcher.replica import Replica
+from watcher.sidecar import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
+
+log = structlog.get_logger("rmwatch.replica_cli")
+
+
+class ReplicaSettings(BaseSettings):
+    """Settings of ``rmwatch replica``; each field is also ``RMWATCH_<FIELD>`` in the env."""
+
+    model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
+
+    etcd: str = "127.0.0.1:2379"
+    listen: str = "127.0.0.1:8081"
+    root_prefix: str = ""
+    writer_url: str | None = None
+    forward: bool = True
+    max_staleness: float = 30.0
+    min_revision_timeout: float = DEFAULT_MIN_REVISION_TIMEOUT
+    forward_timeout: float = DEFAULT_FORWARD_TIMEOUT
+    # 5 s of 503 on /ready before the listener closes: one readiness period of a typical
+    # load balancer (Kubernetes probes every 10 s by default: raise it to period x threshold).
+    drain_seconds: float = 5.0
+    # Longest wait for requests in flight once the listener is closed; reads take ~1 ms,
+    # a min_revision wait at most 5 s, a forwarded write at most 15 s (then cut).
+    shutdown_timeout: float = 15.0
+    etcd_timeout: float = 5.0
+
+    def host_port(self) -> tuple[str, int]:
+        """``listen`` split into host and port (``:8081`` means every interface)."""
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"--listen {self.listen!r} must be HOST:PORT")
+        return host or "0.0.0.0", int(port)
+
+
+_FLAGS = ("etcd", "listen", "root_prefix", "writer_url", "forward", "max_staleness",
+          "min_revision_timeout", "forward_timeout", "drain_seconds", "shutdown_timeout",
+          "etcd_timeout")  # fmt: skip
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``replica`` subcommand to the ``rmwatch`` parser."""
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "replica", help="run a replica with PD's RM read routes over HTTP (sidecar)"
+    )
+    parser.add_argument("--etcd", help="etcd endpoints URL[,URL...] (RMWATCH_ETCD)")
+    parser.add_argument("--listen", help="HOST:PORT of the HTTP server (RMWATCH_LISTEN)")
+    parser.add_argument("--root-prefix", help="root prefix of every key (default empty)")
+    parser.add_argument("--writer-url", help="forward writes to this writer (default: the "
+                                             "leader found in etcd)")  # fmt: skip
+    parser.add_argument(
+        "--forward",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="forward writes to the writer leader (--no-forward: answer 403)",
+    )
+    parser.add_argument(
+        "--max-staleness",
+        type=float,
+        help="seconds without word from etcd before /ready turns 503 (30)",
+    )
+    parser.add_argument(
+        "--min-revision-timeout",
+        type=float,
+        help="longest ?min_revision= wait in seconds, then 504 (5)",
+    )
+    parser.add_argument(
+        "--forward-timeout", type=float, help="deadline of one forwarded write in seconds (15)"
+    )
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        help="on SIGTERM, serve with /ready at 503 this long before closing (5)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        help="longest wait for requests in flight at shutdown (15)",
+    )
+    parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    parser.set_defaults(run=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> ReplicaSettings:
+    """Environment first, flags given on the command line on top."""
+    given = {f: getattr(args, f) for f in _FLAGS if getattr(args, f, None) is not None}
+    return ReplicaSettings(**given)
+
+
+class _DrainingServer(uvicorn.Server):
+    """uvicorn that drains on SIGTERM/SIGINT instead of closing the listener at once.
+
+    uvicorn's own handler stops accepting immediately and re-raises the signal after
+    shutdown (exit status 143); here the first signal only flips ``/ready`` to 503 and
+    schedules ``should_exit`` after ``drain_seconds``; nothing is re-raised, so the exit
+    status is 0.
+    """
+
+    def __init__(self, config: uvicorn.Config, drain: DrainState, drain_seconds: float) -> None:
+        super().__init__(config)
+        self._drain = drain
+        self._drain_seconds = drain_seconds
+        self._signals = 0
+        self._timer: threading.Timer | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._signals += 1
+        name = signal.Signals(sig).name
+        if self._signals == 1:
+            self._drain.begin()
+            log.info("sidecar.draining", signal=name, drain_seconds=self._drain_seconds,
+                     in_flight=self._drain.in_flight)  # fmt: skip
+            self._timer = threading.Timer(self._drain_seconds, self._stop_accepting)
+            self._timer.daemon = True
+            self._timer.start()
+        elif self._signals == 2:
+            log.info("sidecar.drain_cut_short", signal=name)
+            self._stop_accepting()
+        else:
+            log.warning("sidecar.force_exit", signal=name, in_flight=self._drain.in_flight)
+            self.force_exit = True
+            self.should_exit = True
+
+    def _stop_accepting(self) -> None:
+        log.info("sidecar.stopping", in_flight=self._drain.in_flight)
+        self.should_exit = True
+
+    def cancel_timer(self) -> None:
+        """Stop a pending drain timer (the server already stopped)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM; 0 after a clean drain."""
+    configure_logging()
+    settings = settings_from_args(args)
+    host, port = settings.host_port()
+    etcd = EtcdConfig.parse(settings.etcd, timeout=settings.etcd_timeout)
+    layout = KeyLayout(settings.root_prefix)
+    replica = Replica(etcd=etcd, root_prefix=settings.root_prefix,
+                      max_staleness=settings.max_staleness)  # fmt: skip
+    # A second connection for what the replica's cache does not hold: the writer leader key
+    # and PD's keyspace index (both outside resource_group/).
+    client = connect(etcd)
+
+    def discover_leader() -> str | None:
+        info = read_leader(client, layout)
+        return info.address if info is not None else None
+
+    drain = DrainState()
+    app = create_sidecar_app(
+        replica,
+        writer_url=settings.writer_url,
+        discover_leader=discover_leader,
+        resolve_keyspace=KeyspaceResolver(client, layout),
+        forward=settings.forward,
+        min_revision_timeout=settings.min_revision_timeout,
+        forward_timeout=settings.forward_timeout,
+        drain=drain,
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
+                            access_log=False,
+                            timeout_graceful_shutdown=int(settings.shutdown_timeout))  # fmt: skip
+    server = _DrainingServer(config, drain, settings.drain_seconds)
+    log.info("sidecar.starting", listen=settings.listen, etcd=settings.etcd,
+             root_prefix=settings.root_prefix, writer_url=settings.writer_url,
+             forward=settings.forward, max_staleness=settings.max_staleness)  # fmt: skip
+    replica.start()
+    try:
+        server.run()
+    finally:
+        server.cancel_timer()
+        replica.close()
+        client.close()
+    log.info("sidecar.stopped", **drain.as_dict())
+    return 0
+
+
+__all__ = ["ReplicaSettings", "register", "run", "settings_from_args"]
