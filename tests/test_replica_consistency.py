@@ -193,3 +193,32 @@ class TestReadYourWrites:
                 replica.get_group("ryw", min_revision=revision + 10_000, timeout=0.2)
             assert err.value.current >= revision
             assert err.value.wanted == revision + 10_000
+
+
+class TestRevisionsMovedElsewhere:
+    def test_a_revision_moved_on_by_other_keys_is_reached_without_events(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """etcd's revision moves on with writes outside the prefix (no event reaches the watch);
+        a min_revision read at that revision is served promptly from the unchanged snapshot,
+        relabelled, and later events still apply on top."""
+        layout = KeyLayout(root_prefix)
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.wait_ready(10)
+            put_group(etcd_client, layout, "here", 1)
+            elsewhere = [
+                int(etcd_client.put(f"/elsewhere{root_prefix}{i}", b"x").header.revision)
+                for i in range(3)
+            ]
+            started = time.monotonic()
+            got = replica.get_group("here", min_revision=elsewhere[-1], timeout=3)
+            assert time.monotonic() - started < 1.0
+            assert got.revision >= elsewhere[-1]
+            assert got.value is not None
+            assert replica.snapshot().raw_items() == etcd_items(
+                etcd_client, layout.prefix, got.revision
+            )
+            after = put_group(etcd_client, layout, "later", 2)
+            assert replica.get_group("later", min_revision=after).value is not None
+        for i in range(3):
+            etcd_client.delete(f"/elsewhere{root_prefix}{i}")

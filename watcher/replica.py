@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -126,6 +126,8 @@ class Replica:
         self._last_digest: DigestResult | None = None
         self._digest_error: BaseException | None = None
         self._started = False
+        self._wanted = 0  # highest revision a reader waits for (min_revision)
+        self._want_event = threading.Event()
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -139,6 +141,7 @@ class Replica:
         self._client = self._client_factory(self.etcd)
         self._spawn("worker", self._run)
         self._spawn("heartbeat", self._heartbeat)
+        self._spawn("confirmer", self._confirmer)
         if self.digest_interval:
             self._spawn("digest", self._digest_loop)
         return self
@@ -151,6 +154,7 @@ class Replica:
     def close(self, timeout: float = 10.0) -> None:
         """Stop every thread and close the etcd connection. Idempotent."""
         self._stop.set()
+        self._want_event.set()
         session = self._session
         if session is not None:
             session.cancel()
@@ -229,16 +233,36 @@ class Replica:
                 self._cond.wait(min(left, 0.05))
 
     def wait_for_revision(self, revision: int, timeout: float) -> int:
-        """Block until the applied revision is >= ``revision``; return it (read your writes)."""
-        with self._cond:
-            ok = self._cond.wait_for(
-                lambda: self.revision >= revision or self._stop.is_set(), timeout
-            )
+        """Block until the cache is at ``revision`` or later; return its revision.
+
+        Any etcd revision works, also one moved on by writes outside the prefix (a writer's
+        read header, say): see ``request_revision``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                if self.revision >= revision or self._stop.is_set():
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RevisionTimeoutError(revision, self.revision, timeout)
+                self.request_revision(revision)
+                self._cond.wait(min(left, 0.1))
         if self._stop.is_set():
             raise ReplicaClosedError("replica was closed")
-        if not ok:
-            raise RevisionTimeoutError(revision, self.revision, timeout)
         return self.revision
+
+    def request_revision(self, revision: int) -> None:
+        """Ask the replica to reach ``revision``; returns at once (waiters call it as they poll).
+
+        Events under the prefix arrive by the watch. But etcd's revision also moves on writes
+        elsewhere, which never reach this watch: then a confirmer thread proves that nothing
+        under the prefix changed between the applied revision and the store's, and relabels
+        the unchanged snapshot with the store's revision.
+        """
+        self._wanted = max(self._wanted, revision)
+        if revision > self.revision:
+            self._want_event.set()
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -552,7 +576,7 @@ class Replica:
         applied = snap.revision
         if applied >= mark.store_revision:
             why = f"applied {applied} >= store revision {mark.store_revision} seen after load"
-        elif applied >= mark.max_mod_revision and len(snap.entries) == mark.count:
+        elif _unchanged_since(mark, snap):
             why = (
                 f"applied {applied} >= newest mod revision {mark.max_mod_revision} and "
                 f"{mark.count} keys match etcd at {mark.store_revision}"
@@ -590,6 +614,33 @@ class Replica:
     def _on_transition(self, record: Transition) -> None:
         for state in ReplicaState:
             self.metrics.state.labels(str(state)).set(1 if state is record.target else 0)
+
+    # ---- confirming revisions without events --------------------------------------------
+
+    def _confirmer(self) -> None:
+        while not self._stop.is_set():
+            self._want_event.wait()
+            self._want_event.clear()
+            # 20 ms first: a write under the prefix usually arrives by the watch in ~4 ms,
+            # and then no etcd request is needed. At most one proof per 50 ms for all waiters.
+            if self._stop.wait(0.02):
+                return
+            snap = self._snap
+            if snap is None or not self._caught_up or snap.revision >= self._wanted:
+                continue
+            try:
+                mark = store_mark(self._client, self.layout.prefix, deadline=2.0)
+            except Exception as exc:
+                _log.warning("replica.confirm_failed", error=_describe(exc))
+                self._stop.wait(0.05)
+                continue
+            if mark.store_revision > snap.revision and _unchanged_since(mark, snap):
+                with self._cond:
+                    if self._snap is snap:  # the worker published nothing newer meanwhile
+                        self._snap = replace(snap, revision=mark.store_revision)
+                        self._cond.notify_all()
+                self.metrics.applied_revision.set(self.revision)
+            self._stop.wait(0.03)
 
     # ---- heartbeat and digest -------------------------------------------------------------
 
@@ -658,6 +709,16 @@ class Replica:
                     f"cache differs from etcd at {snap.revision}: {mismatched[:10]}"
                 )
         return result
+
+
+def _unchanged_since(mark: StoreMark, snap: Snapshot) -> bool:
+    """True when etcd at ``mark.store_revision`` holds exactly ``snap``'s keys and values.
+
+    In (snap.revision, S] no put happened under the prefix (the newest mod revision there is
+    not after the snapshot), and no delete either (a delete without a later put would leave
+    fewer keys than the snapshot holds).
+    """
+    return mark.max_mod_revision <= snap.revision and mark.count == len(snap.entries)
 
 
 def _retryable(exc: BaseException) -> bool:

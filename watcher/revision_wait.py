@@ -80,6 +80,8 @@ class RevisionWaiter:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise RevisionTimeoutError(revision, current, timeout)
+                # Non-blocking: lets the replica prove a revision moved on by other keys.
+                self._replica.request_revision(revision)
                 event = self._event
                 assert event is not None
                 with contextlib.suppress(TimeoutError):
