@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.codec import format_go_float
 from store.models import (
     Consumption,
     ControllerConfig,
@@ -101,11 +100,16 @@ def group_json(
 
 
 def service_limit_json(limit: ServiceLimit) -> dict[str, Any]:
-    """PD's service-limit GET body. Only the stored limit: the running ``available_tokens``
-    and ``last_update`` live in an RM node's memory, not in etcd, so they are not invented."""
+    """PD's service-limit GET body: ``{"service_limit", "available_tokens", "last_update"}``.
+
+    The running ``available_tokens`` and ``last_update`` live in an RM node's limiter, not in
+    etcd: they are ``null`` rather than invented (Go's decoder leaves a float64 or a time.Time
+    at its zero value on ``null``, so PD's clients read the shape unchanged).
+    """
     value = limit.service_limit
     # Go prints float64 100 as ``100``: integral values go out as JSON integers.
-    return {"service_limit": int(value) if "." not in format_go_float(value) else value}
+    number: float | int = int(value) if value.is_integer() and abs(value) < 1e21 else value
+    return {"service_limit": number, "available_tokens": None, "last_update": None}
 
 
 def controller_json(config: ControllerConfig) -> dict[str, Any]:
