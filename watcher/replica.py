@@ -301,22 +301,33 @@ class Replica:
         return Versioned(snap.list_groups(keyspace_id), snap.revision)
 
     def get_states(
-        self, name: str, keyspace_id: int = NULL_KEYSPACE_ID, *, min_revision: int | None = None
+        self,
+        name: str,
+        keyspace_id: int = NULL_KEYSPACE_ID,
+        *,
+        min_revision: int | None = None,
+        timeout: float = 5.0,
     ) -> Versioned[GroupStates | None]:
         """A group's running states (None if absent)."""
-        snap = self.snapshot(min_revision=min_revision)
+        snap = self.snapshot(min_revision=min_revision, timeout=timeout)
         return Versioned(snap.get_states(name, keyspace_id), snap.revision)
 
-    def get_controller(self, *, min_revision: int | None = None) -> Versioned[ControllerConfig]:
+    def get_controller(
+        self, *, min_revision: int | None = None, timeout: float = 5.0
+    ) -> Versioned[ControllerConfig]:
         """The controller config (PD's defaults when none is stored)."""
-        snap = self.snapshot(min_revision=min_revision)
+        snap = self.snapshot(min_revision=min_revision, timeout=timeout)
         return Versioned(snap.controller(), snap.revision)
 
     def get_service_limit(
-        self, keyspace_id: int = NULL_KEYSPACE_ID, *, min_revision: int | None = None
+        self,
+        keyspace_id: int = NULL_KEYSPACE_ID,
+        *,
+        min_revision: int | None = None,
+        timeout: float = 5.0,
     ) -> Versioned[ServiceLimit | None]:
         """A keyspace's service limit (None if unset)."""
-        snap = self.snapshot(min_revision=min_revision)
+        snap = self.snapshot(min_revision=min_revision, timeout=timeout)
         return Versioned(snap.service_limit(keyspace_id), snap.revision)
 
     def subscribe(self, callback: Listener) -> Callable[[], None]:
