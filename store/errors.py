@@ -5,6 +5,7 @@
     ├── DecodeError              a value in etcd does not decode; names the key
     ├── InvalidInputError        a request value fails validation; names the field (HTTP 400)
     ├── EtcdUnavailableError     etcd did not answer within the deadline after retries
+    ├── EtcdAuthError            etcd refused our credentials (user/password); not transient
     └── WriteError               a write was not applied; nothing was written
         ├── WriteRefusedError    the write role forbids it (HTTP 403)
         │   └── ReservedGroupError   delete of the reserved group ``default`` (HTTP 403)
@@ -53,6 +54,14 @@ class InvalidInputError(RmwatchError, ValueError):
 
 class EtcdUnavailableError(RmwatchError, ConnectionError):
     """etcd did not answer within the deadline, after retrying every endpoint."""
+
+
+class EtcdAuthError(RmwatchError, PermissionError):
+    """etcd refused to authenticate the configured user (wrong user or password).
+
+    Not transient: retrying with the same credentials cannot succeed. The message names the
+    user and etcd's reason, never the password.
+    """
 
 
 class WriteError(RmwatchError):

@@ -21,11 +21,19 @@ from typing import Any
 import structlog
 import uvicorn
 from pydantic import SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from store.api import create_writer_app
 from store.drain import Drainer
-from store.etcd import EtcdConfig, connect
+from store.errors import EtcdAuthError, EtcdUnavailableError
+from store.etcd import connect
+from store.etcd_options import (
+    ETCD_AUTH_FLAGS,
+    EtcdAuthOptions,
+    add_etcd_auth_arguments,
+    given_flags,
+    read_secret,
+)
 from store.keys import KeyLayout
 from store.leadership import DEFAULT_TTL, Leadership
 from store.roles import WriteRole
@@ -34,8 +42,13 @@ from store.writer import Writer
 log = structlog.get_logger("rmwatch.writer_cli")
 
 
-class WriterSettings(BaseSettings):
-    """Settings of ``rmwatch writer``; each field is also ``RMWATCH_<FIELD>`` in the env."""
+class WriterSettings(EtcdAuthOptions):
+    """Settings of ``rmwatch writer``; each field is also ``RMWATCH_<FIELD>`` in the env.
+
+    Secrets are ``SecretStr`` (``**********`` in any repr or log): the bearer token comes from
+    ``token_file`` or ``RMWATCH_TOKEN``, the etcd password from ``etcd_password_file`` or
+    ``RMWATCH_ETCD_PASSWORD``.
+    """
 
     model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
 
@@ -46,6 +59,7 @@ class WriterSettings(BaseSettings):
     root_prefix: str = ""
     name: str = socket.gethostname()
     token_file: Path | None = None
+    token: SecretStr | None = None
     lease_ttl: float = DEFAULT_TTL
     etcd_timeout: float = 5.0
 
@@ -63,15 +77,15 @@ class WriterSettings(BaseSettings):
         host, port = self.host_port()
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
-    def token(self) -> SecretStr | None:
-        """The bearer token read from ``token_file`` (stripped), or None."""
-        if self.token_file is None:
-            return None
-        return SecretStr(self.token_file.read_text().strip())
+    def bearer_token(self) -> SecretStr | None:
+        """The bearer token from ``token_file`` (stripped) or ``RMWATCH_TOKEN``, or None."""
+        if self.token_file is not None:
+            return read_secret(self.token_file, what="--token-file")
+        return self.token
 
 
 _FLAGS = ("etcd", "listen", "advertise_url", "role", "root_prefix", "name", "token_file",
-          "lease_ttl", "etcd_timeout")  # fmt: skip
+          "lease_ttl", "etcd_timeout", *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -85,16 +99,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--role", choices=[r.value for r in WriteRole], help="write role")
     parser.add_argument("--root-prefix", help="root prefix of every key (default empty)")
     parser.add_argument("--name", help="this writer's name in the election")
-    parser.add_argument("--token-file", help="file holding the bearer token writes need")
+    parser.add_argument("--token-file", help="file holding the bearer token writes need "
+                                             "(RMWATCH_TOKEN_FILE, or RMWATCH_TOKEN)")  # fmt: skip
     parser.add_argument("--lease-ttl", type=float, help="leader lease TTL in seconds (5)")
     parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    add_etcd_auth_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def settings_from_args(args: argparse.Namespace) -> WriterSettings:
     """Environment first, flags given on the command line on top."""
-    given = {f: getattr(args, f) for f in _FLAGS if getattr(args, f, None) is not None}
-    return WriterSettings(**given)
+    return WriterSettings(**given_flags(args, _FLAGS))
 
 
 def configure_logging() -> None:
@@ -145,16 +160,24 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     settings = settings_from_args(args)
     host, port = settings.host_port()
-    client = connect(EtcdConfig.parse(settings.etcd, timeout=settings.etcd_timeout))
+    try:
+        token = settings.bearer_token()
+        client = connect(settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout))
+    except (ValueError, EtcdAuthError, EtcdUnavailableError) as exc:
+        # A wrong password, CA or file is not transient: say so once and exit non-zero.
+        log.error("writer_cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
+                  **settings.etcd_summary())  # fmt: skip
+        return 1
     layout = KeyLayout(settings.root_prefix)
     leadership = Leadership(client=client, layout=layout, name=settings.name,
                             address=settings.address(), ttl=settings.lease_ttl)  # fmt: skip
     writer = Writer(client=client, layout=layout, role=settings.role, leadership=leadership)
     drainer = Drainer(writer)
-    app = create_writer_app(writer, token=settings.token(), drainer=drainer)
+    app = create_writer_app(writer, token=token, drainer=drainer)
     log.info("writer_starting", name=settings.name, listen=settings.listen,
              address=settings.address(), role=str(settings.role), etcd=settings.etcd,
-             root_prefix=settings.root_prefix, lease_ttl=settings.lease_ttl)  # fmt: skip
+             root_prefix=settings.root_prefix, lease_ttl=settings.lease_ttl,
+             bearer_token=token is not None, **settings.etcd_summary())  # fmt: skip
     leadership.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
     server = _DrainingServer(config, drainer)

@@ -2,7 +2,8 @@
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``run=callable(args) -> int``. ``store`` registers ``writer``; ``watcher`` registers
-``replica`` and ``dev``. Flags override ``RMWATCH_*`` environment variables.
+``replica`` and ``dev``; ``store.auth_setup`` registers ``etcd-setup-auth``. Flags override
+``RMWATCH_*`` environment variables.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from store import __version__
 
 # Modules that contribute subcommands, in help order. A module that is missing (a subcommand
 # not built yet) is skipped, so `rmwatch --help` always works.
-SUBCOMMAND_MODULES = ("store.writer_cli", "watcher.replica_cli", "watcher.dev")
+SUBCOMMAND_MODULES = ("store.writer_cli", "watcher.replica_cli", "watcher.dev", "store.auth_setup")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,9 +23,16 @@ from typing import Any
 
 import structlog
 import uvicorn
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from store.etcd import EtcdConfig, connect
+from store.errors import EtcdAuthError, EtcdUnavailableError
+from store.etcd import connect
+from store.etcd_options import (
+    ETCD_AUTH_FLAGS,
+    EtcdAuthOptions,
+    add_etcd_auth_arguments,
+    given_flags,
+)
 from store.keys import KeyLayout
 from store.leadership import read_leader
 from store.writer_cli import configure_logging
@@ -38,7 +45,7 @@ from watcher.sidecar import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
 log = structlog.get_logger("rmwatch.replica_cli")
 
 
-class ReplicaSettings(BaseSettings):
+class ReplicaSettings(EtcdAuthOptions):
     """Settings of ``rmwatch replica``; each field is also ``RMWATCH_<FIELD>`` in the env."""
 
     model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
@@ -69,7 +76,7 @@ class ReplicaSettings(BaseSettings):
 
 _FLAGS = ("etcd", "listen", "root_prefix", "writer_url", "forward", "max_staleness",
           "min_revision_timeout", "forward_timeout", "drain_seconds", "shutdown_timeout",
-          "etcd_timeout")  # fmt: skip
+          "etcd_timeout", *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -112,13 +119,13 @@ def register(subparsers: Any) -> None:
         help="longest wait for requests in flight at shutdown (15)",
     )
     parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    add_etcd_auth_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def settings_from_args(args: argparse.Namespace) -> ReplicaSettings:
     """Environment first, flags given on the command line on top."""
-    given = {f: getattr(args, f) for f in _FLAGS if getattr(args, f, None) is not None}
-    return ReplicaSettings(**given)
+    return ReplicaSettings(**given_flags(args, _FLAGS))
 
 
 class _DrainingServer(uvicorn.Server):
@@ -170,13 +177,19 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     settings = settings_from_args(args)
     host, port = settings.host_port()
-    etcd = EtcdConfig.parse(settings.etcd, timeout=settings.etcd_timeout)
+    try:
+        etcd = settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout)
+        # A second connection for what the replica's cache does not hold: the writer leader
+        # key and PD's keyspace index (both outside resource_group/). With a user configured
+        # it authenticates now: a wrong password, CA or client cert fails here, at once.
+        client = connect(etcd)
+    except (ValueError, EtcdAuthError, EtcdUnavailableError) as exc:
+        log.error("sidecar.cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
+                  **settings.etcd_summary())  # fmt: skip
+        return 1
     layout = KeyLayout(settings.root_prefix)
     replica = Replica(etcd=etcd, root_prefix=settings.root_prefix,
                       max_staleness=settings.max_staleness)  # fmt: skip
-    # A second connection for what the replica's cache does not hold: the writer leader key
-    # and PD's keyspace index (both outside resource_group/).
-    client = connect(etcd)
 
     def discover_leader() -> str | None:
         info = read_leader(client, layout)
@@ -199,7 +212,8 @@ def run(args: argparse.Namespace) -> int:
     server = _DrainingServer(config, drain, settings.drain_seconds)
     log.info("sidecar.starting", listen=settings.listen, etcd=settings.etcd,
              root_prefix=settings.root_prefix, writer_url=settings.writer_url,
-             forward=settings.forward, max_staleness=settings.max_staleness)  # fmt: skip
+             forward=settings.forward, max_staleness=settings.max_staleness,
+             **settings.etcd_summary())  # fmt: skip
     replica.start()
     try:
         server.run()

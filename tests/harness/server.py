@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -85,7 +86,18 @@ class EtcdMember:
         heartbeat_ms: int = SINGLE_HEARTBEAT_MS,
         election_ms: int = SINGLE_ELECTION_MS,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        client_scheme: str = "http",
+        extra_args: Sequence[str] = (),
+        probe: Callable[[EtcdMember], None] | None = None,
     ) -> None:
+        """``client_scheme="https"`` serves clients over TLS (give ``--cert-file`` etc. in
+        ``extra_args``, which are appended to the command line); ``probe(member)`` replaces
+        the default health probe (a plain-text linearizable get), e.g. with a TLS client."""
+        if client_scheme not in ("http", "https"):
+            raise ValueError(f"client_scheme must be http or https, not {client_scheme!r}")
+        self.client_scheme = client_scheme
+        self.extra_args = list(extra_args)
+        self.probe = probe
         self.name = name
         self.binary = binary or find_etcd_binary()
         if client_port is None or peer_port is None:
@@ -115,8 +127,8 @@ class EtcdMember:
 
     @property
     def client_url(self) -> str:
-        """``http://127.0.0.1:PORT`` for etcdctl-style consumers."""
-        return f"http://{self.endpoint}"
+        """``http://127.0.0.1:PORT`` (``https://`` with TLS) for etcdctl-style consumers."""
+        return f"{self.client_scheme}://{self.endpoint}"
 
     @property
     def peer_url(self) -> str:
@@ -146,6 +158,7 @@ class EtcdMember:
             # Both 3.4 and 3.5 accept these; 3.4 would otherwise log via capnslog at INFO.
             "--logger=zap",
             "--log-level=error",
+            *self.extra_args,
         ]
 
     def spawn(self) -> None:
@@ -192,8 +205,11 @@ class EtcdMember:
             # A fresh client per probe: a reused gRPC channel backs off >= 1 s after a
             # failed connect, which would triple cluster start time.
             try:
-                with make_client([self.endpoint], timeout=PROBE_RPC_TIMEOUT, time_retry=0) as c:
-                    c.get(b"/__rmwatch_harness_health__")
+                if self.probe is not None:
+                    self.probe(self)
+                else:
+                    with make_client([self.endpoint], timeout=PROBE_RPC_TIMEOUT, time_retry=0) as c:
+                        c.get(b"/__rmwatch_harness_health__")
                 return
             except Exception as exc:  # any failure just means "not healthy yet"
                 last_error = exc
