@@ -49,6 +49,8 @@ log = structlog.get_logger("rmwatch.api")
 
 PREFIX = "/resource-manager/api/v1"
 MAX_BODY = 1024 * 1024
+# Set on a 503 that refused a write before anything was applied (safe to send elsewhere).
+NOT_APPLIED_HEADER = "X-Rmwatch-Not-Applied"
 FORWARDED_HEADER = "X-Rmwatch-Forwarded"
 # Leader election after a resign takes one follower poll (~150 ms); after a crash, one lease
 # TTL (5 s). Waiting 6 s for a leader covers both before answering 503.
@@ -189,21 +191,39 @@ class _Api:
         try:
             revision = await run_in_threadpool(op)
         except (NotLeaderError, DrainingError) as exc:
-            return await self.forward(request, body, exc)
+            return await self.forward(request, body, exc, op)
         return _success(revision)
 
-    async def forward(self, request: Request, body: bytes, cause: WriteError) -> Response:
+    async def forward(
+        self, request: Request, body: bytes, cause: WriteError, op: Callable[[], int]
+    ) -> Response:
+        """Send a write this writer cannot commit to the leader, waiting up to forward_wait
+        for one. NotLeaderError and DrainingError are raised before anything commits, so the
+        write can safely go elsewhere, or run here if this writer becomes leader meanwhile."""
         if request.headers.get(FORWARDED_HEADER):
+            # One hop only (no ping-pong between writers); the mark tells the forwarder that
+            # nothing was applied, so it keeps looking for the next leader.
             self.writer.metrics.forwarded.labels(outcome="loop").inc()
-            return _text(503, f"not the leader and the request was already forwarded: {cause}")
+            answer = _text(503, f"not the leader and the request was already forwarded: {cause}")
+            answer.headers[NOT_APPLIED_HEADER] = "1"
+            return answer
         leadership = self.writer.leadership
         own = leadership.address if leadership is not None else None
         deadline = time.monotonic() + self.forward_wait
         while True:
             info = await run_in_threadpool(read_leader, self.writer.client, self.writer.layout)
-            if info is not None and info.address != own:
+            if info is not None and info.address == own and not self.writer.draining:
+                # Elected while forwarding: run the write here.
                 try:
-                    return await self._send(request, body, info.address)
+                    return _success(await run_in_threadpool(op))
+                except (NotLeaderError, DrainingError):
+                    pass  # lost it again before committing: look again
+            elif info is not None and info.address != own:
+                try:
+                    answer = await self._send(request, body, info.address)
+                    if answer.headers.get(NOT_APPLIED_HEADER) != "1":
+                        return answer
+                    # That writer is draining or was just deposed: nothing applied, look again.
                 except httpx.ConnectError:
                     pass  # nothing was sent: the leader is gone, look again
                 except httpx.HTTPError as exc:
@@ -226,8 +246,8 @@ class _Api:
             answer = await client.request(request.method, url, params=request.query_params,
                                           content=body, headers=headers)  # fmt: skip
         self.writer.metrics.forwarded.labels(outcome="ok").inc()
-        out = {k: v for k, v in answer.headers.items()
-               if k.lower() in ("content-type", "x-revision")}  # fmt: skip
+        passed = ("content-type", "x-revision", NOT_APPLIED_HEADER.lower())
+        out = {k: v for k, v in answer.headers.items() if k.lower() in passed}
         return Response(answer.content, status_code=answer.status_code, headers=out)
 
 

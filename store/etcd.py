@@ -59,6 +59,11 @@ GRPC_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.http2.ping_timeout_ms", 2000),
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's reconnect backoff grows to 120 s by default: a member back after a long outage
+    # could then stay unused for minutes. 0.5 s doubling to 2 s matches our call retries.
+    ("grpc.initial_reconnect_backoff_ms", 500),
+    ("grpc.min_reconnect_backoff_ms", 500),
+    ("grpc.max_reconnect_backoff_ms", 2000),
 ]
 
 

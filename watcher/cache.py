@@ -1,17 +1,24 @@
 """Immutable snapshots of the metadata prefix, one per applied revision, and how they change.
 
-A ``Snapshot`` holds every key under the prefix (decoded, or recorded as bad) at exactly one
-revision. Appliers build the next snapshot from the previous one and publish it by swapping one
-reference, so readers never lock and never see half a revision.
+A ``Snapshot`` holds every key under the prefix at exactly one revision. Appliers build the
+next snapshot from the previous one and publish it by swapping one reference, so readers never
+lock and never see half a revision.
+
+Values decode lazily: an ``Entry`` keeps the raw bytes and builds its model on first use (and
+keeps it). Decoding is ~94% of the cost of loading or replaying (pydantic models plus the GC
+work they cause): 100k groups took 19.7 s to be ready decoding eagerly against 0.65 s for the
+raw range. The replica's validator thread decodes every new entry in the background, so bad
+values are still found, logged and listed within moments, and a read never returns one.
 """
 
 from __future__ import annotations
 
+import gc
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from types import MappingProxyType
 from typing import Generic, TypeVar
 
 from store.codec import Value, decode_value
@@ -23,16 +30,80 @@ from watcher.overlay import TOMBSTONE, Overlay
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
 class Entry:
-    """One key as stored: raw bytes, mod revision, and the decoded value (None if bad/unknown)."""
+    """One key as stored: raw bytes, mod revision, parsed key; the value decodes on first use.
 
-    key: str
-    raw: bytes
-    mod_revision: int
-    parsed: ParsedKey | None
-    value: Value | None
-    error: str | None = None
+    ``value`` is None when the value is bad (``error`` says why) or the key's kind is unknown.
+    Two threads decoding at once compute the same result; either assignment is fine.
+    """
+
+    __slots__ = ("_checked", "_done", "_error", "_value", "key", "mod_revision", "parsed", "raw")
+
+    def __init__(
+        self,
+        key: str,
+        raw: bytes,
+        mod_revision: int,
+        parsed: ParsedKey | None,
+        *,
+        value: Value | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.key = key
+        self.raw = raw
+        self.mod_revision = mod_revision
+        self.parsed = parsed
+        self._value = value
+        self._error = error
+        self._done = value is not None or error is not None or parsed is None
+        self._checked = self._done
+
+    def _decode(self) -> None:
+        parsed = self.parsed
+        assert parsed is not None
+        try:
+            self._value = decode_value(self.key, parsed, self.raw)
+        except DecodeError as exc:
+            self._error = exc.reason
+        self._done = True
+
+    @property
+    def value(self) -> Value | None:
+        """The decoded model, or None (bad value, or a key kind this version does not know)."""
+        if not self._done:
+            self._decode()
+        return self._value
+
+    @property
+    def error(self) -> str | None:
+        """Why the value was skipped, or None when it is good."""
+        if not self._done:
+            self._decode()
+        return self._error
+
+    def check(self) -> str | None:
+        """Validate without keeping the model (the validator thread's pass: memory stays near
+        the raw bytes until a reader asks for the value). Returns the error, or None."""
+        if self._done or self._checked:
+            return self._error
+        parsed = self.parsed
+        assert parsed is not None
+        try:
+            decode_value(self.key, parsed, self.raw)
+        except DecodeError as exc:
+            self._error = exc.reason
+            self._done = True  # a bad value has nothing to keep: done for good
+        self._checked = True
+        return self._error
+
+    @property
+    def known(self) -> bool:
+        """Whether the key parsed as one of PD's metadata kinds."""
+        return self.parsed is not None
+
+    def same_as(self, other: Entry) -> bool:
+        """Same bytes at the same mod revision (so the decoded value is the same too)."""
+        return self.mod_revision == other.mod_revision and self.raw == other.raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +132,69 @@ class ChangeKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ChangeEvent:
-    """A change delivered to listeners: from the watch, or from a rebuild's diff."""
+    """A change delivered to listeners: from the watch, or from a rebuild's diff.
+
+    ``value`` and ``prev_value`` decode on first use (a listener that only needs the key and
+    revision costs no decoding).
+    """
 
     kind: ChangeKind
     key: str
     revision: int
     parsed: ParsedKey | None
-    value: Value | None
-    prev_value: Value | None
+    entry: Entry | None
+    prev_entry: Entry | None
     source: str = "watch"  # "watch" or "rebuild"
 
+    @property
+    def value(self) -> Value | None:
+        """The new value (None for a delete or a bad value)."""
+        return None if self.entry is None else self.entry.value
 
-def decode_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> Entry:
-    """Decode one key/value; a bad value becomes an Entry with ``error`` set, never an exception."""
+    @property
+    def prev_value(self) -> Value | None:
+        """The value before the change, from the cache (None if absent or bad)."""
+        return None if self.prev_entry is None else self.prev_entry.value
+
+
+def make_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> Entry:
+    """An Entry with its key parsed; an unknown key kind is kept and marked, never raised."""
     try:
         parsed = layout.parse(key)
     except InvalidKeyError as exc:
-        # A kind this version does not know (a newer PD): kept, counted, not an error.
-        return Entry(key, raw, mod_revision, None, None, f"unknown key: {exc.reason}")
+        # A kind this version does not know (a newer PD): kept and counted, not an error.
+        return Entry(key, raw, mod_revision, None, error=f"unknown key: {exc.reason}")
+    return Entry(key, raw, mod_revision, parsed)
+
+
+def decode_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> Entry:
+    """An Entry decoded now (for callers that want errors at once)."""
+    entry = make_entry(layout, key, raw, mod_revision)
+    entry.error  # noqa: B018 (decodes)
+    return entry
+
+
+_gc_lock = threading.Lock()
+_gc_holders = 0
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC during a bulk build: building 20k entries spent about half its time
+    in gen-2 collections that find nothing (entries hold no cycles). Nested and thread-safe:
+    the GC comes back when the last holder leaves, if it was on before."""
+    global _gc_holders  # noqa: PLW0603 (one process-wide switch)
+    with _gc_lock:
+        _gc_holders += 1
+        was_enabled = gc.isenabled() if _gc_holders == 1 else True
+        gc.disable()
     try:
-        value = decode_value(key, parsed, raw)
-    except DecodeError as exc:
-        return Entry(key, raw, mod_revision, parsed, None, exc.reason)
-    return Entry(key, raw, mod_revision, parsed, value)
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and was_enabled:
+                gc.enable()
 
 
 @dataclass(frozen=True)
@@ -93,7 +204,6 @@ class Snapshot:
     layout: KeyLayout
     revision: int
     entries: Overlay[str, Entry]
-    bad: Mapping[str, BadValue] = field(default_factory=lambda: MappingProxyType({}))
     _memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
@@ -125,16 +235,19 @@ class Snapshot:
 
     def _collect(self, keyspace_id: int) -> tuple[ResourceGroup, ...]:
         found: dict[str, tuple[bool, ResourceGroup]] = {}
+        keyspace_prefix = self.layout.prefix + "keyspace/"
         for entry in self.entries.values():
-            parsed, value = entry.parsed, entry.value
+            parsed = entry.parsed
             if (
                 parsed is None
                 or parsed.kind is not KeyKind.SETTINGS
                 or parsed.keyspace_id != keyspace_id
-                or not isinstance(value, ResourceGroup)
             ):
                 continue
-            legacy = not entry.key.startswith(self.layout.prefix + "keyspace/")
+            value = entry.value
+            if not isinstance(value, ResourceGroup):
+                continue
+            legacy = not entry.key.startswith(keyspace_prefix)
             current = found.get(value.name)
             if current is None or (legacy and not current[0]):
                 found[value.name] = (legacy, value)
@@ -164,25 +277,35 @@ class Snapshot:
                     self._memo[key] = memo
         return memo  # type: ignore[return-value]
 
-    # ---- building the next snapshot --------------------------------------------------------
-
     def raw_items(self) -> dict[str, tuple[bytes, int]]:
         """``key → (value bytes, mod_revision)``: what etcd holds, for diffs and digests."""
         return {key: (e.raw, e.mod_revision) for key, e in self.entries.items()}
 
 
+# ---- building the next snapshot ------------------------------------------------------------
+
+
 def build_snapshot(
-    layout: KeyLayout, revision: int, kvs: Iterable[tuple[str, bytes, int]]
+    layout: KeyLayout,
+    revision: int,
+    kvs: Iterable[tuple[str, bytes, int]],
+    previous: Snapshot | None = None,
 ) -> Snapshot:
-    """A snapshot from a full load (key, value, mod_revision) at ``revision``."""
+    """A snapshot from a full load (key, value, mod_revision) at ``revision``.
+
+    Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
+    rebuild decodes only what changed and holds one copy of what did not.
+    """
+    old = previous.entries if previous is not None else None
     entries: dict[str, Entry] = {}
-    bad: dict[str, BadValue] = {}
-    for key, raw, mod_revision in kvs:
-        entry = decode_entry(layout, key, raw, mod_revision)
-        entries[key] = entry
-        if entry.error is not None and entry.parsed is not None:
-            bad[key] = BadValue(key, mod_revision, entry.error)
-    return Snapshot(layout, revision, Overlay(entries), MappingProxyType(bad))
+    with gc_paused():
+        for key, raw, mod_revision in kvs:
+            before = old.get_fast(key) if old is not None else None
+            if before is not None and before.mod_revision == mod_revision and before.raw == raw:
+                entries[key] = before
+            else:
+                entries[key] = make_entry(layout, key, raw, mod_revision)
+    return Snapshot(layout, revision, Overlay(entries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,51 +323,31 @@ def apply_changes(
     """The snapshot after ``changes`` (all of them, atomically), published at ``revision``."""
     layout = snapshot.layout
     updates: dict[str, Entry | object] = {}
-    bad = dict(snapshot.bad)
-    bad_changed = False
     events: list[ChangeEvent] = []
+    current = snapshot.entries
     for change in changes:
         previous = updates.get(change.key)
-        if previous is None or previous is TOMBSTONE:
-            previous = snapshot.entries.get_fast(change.key)
-        prev_value = previous.value if isinstance(previous, Entry) else None
+        if previous is None:
+            previous = current.get_fast(change.key)
+        prev_entry = previous if isinstance(previous, Entry) else None
         if change.value is None:
             updates[change.key] = TOMBSTONE
-            if bad.pop(change.key, None) is not None:
-                bad_changed = True
+            parsed = prev_entry.parsed if prev_entry is not None else None
             events.append(
                 ChangeEvent(
-                    ChangeKind.DELETE,
-                    change.key,
-                    change.revision,
-                    previous.parsed if isinstance(previous, Entry) else None,
-                    None,
-                    prev_value,
-                    source,
+                    ChangeKind.DELETE, change.key, change.revision, parsed, None, prev_entry, source
                 )
             )
             continue
-        entry = decode_entry(layout, change.key, change.value, change.revision)
+        entry = make_entry(layout, change.key, change.value, change.revision)
         updates[change.key] = entry
-        if entry.error is not None and entry.parsed is not None:
-            bad[change.key] = BadValue(change.key, change.revision, entry.error)
-            bad_changed = True
-        elif bad.pop(change.key, None) is not None:
-            bad_changed = True
         events.append(
             ChangeEvent(
-                ChangeKind.PUT,
-                change.key,
-                change.revision,
-                entry.parsed,
-                entry.value,
-                prev_value,
-                source,
+                ChangeKind.PUT, change.key, change.revision, entry.parsed, entry, prev_entry, source
             )
         )
-    entries = snapshot.entries.updated(updates)  # type: ignore[arg-type]
-    new_bad = MappingProxyType(bad) if bad_changed else snapshot.bad
-    return Snapshot(layout, revision, entries, new_bad), events
+    entries = current.updated(updates)  # type: ignore[arg-type]
+    return Snapshot(layout, revision, entries), events
 
 
 def diff_snapshots(old: Snapshot, new: Snapshot) -> list[ChangeEvent]:
@@ -253,24 +356,18 @@ def diff_snapshots(old: Snapshot, new: Snapshot) -> list[ChangeEvent]:
     old_entries, new_entries = old.entries, new.entries
     for key, entry in new_entries.items():
         before = old_entries.get_fast(key)
-        if before is None or before.raw != entry.raw or before.mod_revision != entry.mod_revision:
-            events.append(
-                ChangeEvent(
-                    ChangeKind.PUT,
-                    key,
-                    entry.mod_revision,
-                    entry.parsed,
-                    entry.value,
-                    None if before is None else before.value,
-                    "rebuild",
-                )
+        if before is entry or (before is not None and before.same_as(entry)):
+            continue
+        events.append(
+            ChangeEvent(
+                ChangeKind.PUT, key, entry.mod_revision, entry.parsed, entry, before, "rebuild"
             )
+        )
     for key, before in old_entries.items():
         if key not in new_entries:
             events.append(
                 ChangeEvent(
-                    ChangeKind.DELETE, key, new.revision, before.parsed, None, before.value,
-                    "rebuild",
+                    ChangeKind.DELETE, key, new.revision, before.parsed, None, before, "rebuild"
                 )
-            )  # fmt: skip
+            )
     return events

@@ -21,9 +21,12 @@ _STOP = object()
 
 
 class WatchSession:
-    """A watch of ``prefix`` from ``start_revision`` with prev_kv and progress notifications."""
+    """A watch of ``prefix`` from ``start_revision`` with progress notifications (and the
+    previous key-values when ``prev_kv``)."""
 
-    def __init__(self, client: Any, prefix: str, start_revision: int) -> None:
+    def __init__(
+        self, client: Any, prefix: str, start_revision: int, *, prev_kv: bool = False
+    ) -> None:
         self.start_revision = start_revision
         self._requests: queue.Queue[object] = queue.Queue()
         key = prefix.encode()
@@ -34,7 +37,7 @@ class WatchSession:
                     range_end=etcd_utils.prefix_range_end(key),
                     start_revision=start_revision,
                     progress_notify=True,
-                    prev_kv=True,
+                    prev_kv=prev_kv,
                 )
             )
         )

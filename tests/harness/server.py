@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -39,7 +38,6 @@ STOP_GRACE_SECONDS = 5.0
 # Each health probe's own RPC deadline; short so a dead probe does not eat the budget.
 PROBE_RPC_TIMEOUT = 1.0
 
-_PR_SET_PDEATHSIG = 1
 
 # Every member with a live process, so an interpreter exit never leaks etcd processes.
 _live: set[EtcdMember] = set()
@@ -54,13 +52,6 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL the child if pytest itself dies (e.g. CI timeout kill -9)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class EtcdStartError(RuntimeError):
@@ -172,17 +163,14 @@ class EtcdMember:
             self._log_file = self.log_path.open("ab")
         self._log_file.write(f"--- spawn ({state}) at {time.time():.3f}\n".encode())
         self._log_file.flush()
-        # PDEATHSIG follows the *thread* that forked, so only set it from the main thread:
-        # from a worker thread the child would die as soon as that thread finished.
-        preexec = (
-            _die_with_parent if threading.current_thread() is threading.main_thread() else None
-        )
+        # No preexec_fn: it forces fork() (not vfork/posix_spawn) while gRPC's threads run,
+        # and the child then aborted in gRPC's fork handler ("cv_word == nullptr", exit -6)
+        # in the fault soak. Leftover members are killed at interpreter exit instead.
         self._proc = subprocess.Popen(
             self._command(state),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=preexec,  # noqa: PLW1509  (prctl only; no locks taken)
         )
         self._started_once = True
         self._paused = False
