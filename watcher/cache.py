@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from store.codec import Value, decode_value
 from store.errors import DecodeError, InvalidKeyError
@@ -115,9 +115,11 @@ class BadValue:
     error: str
 
 
-@dataclass(frozen=True, slots=True)
-class Versioned(Generic[T]):
-    """A read result and the revision of the snapshot it came from."""
+class Versioned(NamedTuple, Generic[T]):
+    """A read result and the revision of the snapshot it came from.
+
+    A NamedTuple: building one costs a third of a frozen dataclass, on every read.
+    """
 
     value: T
     revision: int

@@ -48,6 +48,7 @@ from watcher.stream import WatchSession
 
 _log = structlog.get_logger("rmwatch.replica")
 _DELETE = 1  # mvccpb.Event.EventType.DELETE
+_versioned = tuple.__new__  # Versioned is a NamedTuple: this builds one without its __new__
 
 Listener = Callable[[ChangeEvent], None]
 
@@ -134,6 +135,7 @@ class Replica:
         self._pending_rebuild: tuple[str, str] | None = None
         self._mark: StoreMark | None = None
         self._caught_up = False
+        self._serving = False  # caught up and not stopped: the read fast path's first test
         self._confirmed_at = time.monotonic()
         self._store_revision = 0
         self._failures = 0
@@ -315,6 +317,16 @@ class Replica:
         timeout: float = 5.0,
     ) -> Versioned[ResourceGroup | None]:
         """A group's settings (None if absent) and the revision read at."""
+        snap = self._snap
+        if (
+            min_revision is None
+            and self._serving
+            and snap is not None
+            and time.monotonic() - self._confirmed_at <= self.max_staleness
+        ):
+            # The hot path: the same answer as snapshot() gives when ready, without building
+            # the not-ready reason; tuple.__new__ skips the generic NamedTuple's 0.6 us.
+            return _versioned(Versioned, (snap.get_group(name, keyspace_id), snap.revision))
         snap = self.snapshot(min_revision=min_revision, timeout=timeout)
         return Versioned(snap.get_group(name, keyspace_id), snap.revision)
 
@@ -542,6 +554,8 @@ class Replica:
                 healthy = True
                 if response.events and not self._apply(response.events):
                     return
+                # Applying a large catch-up message is not silence from etcd.
+                session.last_response_at = time.monotonic()
                 self._confirm()
                 if self._sm.state is ReplicaState.CATCHING_UP:
                     self._check_caught_up()
@@ -711,6 +725,7 @@ class Replica:
             return
         self._mark = None
         self._caught_up = True
+        self._serving = True
         self._sm.move(ReplicaState.SERVING, f"caught up: {why}", applied_revision=applied)
         with self._cond:
             self._cond.notify_all()
@@ -738,6 +753,8 @@ class Replica:
             self.metrics.store_revision.set(revision)
 
     def _on_transition(self, record: Transition) -> None:
+        if record.target is ReplicaState.STOPPED:
+            self._serving = False
         for state in ReplicaState:
             self.metrics.state.labels(str(state)).set(1 if state is record.target else 0)
 
