@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pyetcd
 import pytest
 from harness import (
+    SUMMARY_KEY,
     EtcdCluster,
     EtcdMember,
     EtcdSession,
@@ -26,6 +27,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Show the etcd source actually used (only if a test asked for the session etcd)."""
+    for line in terminalreporter.config.stash.get(SUMMARY_KEY, []):
+        terminalreporter.write_line(line)
     session = terminalreporter.config.stash.get(_SESSION_KEY, None)
     if session is not None:
         terminalreporter.write_line(f"etcd source used: {session.source} {session.endpoints}")

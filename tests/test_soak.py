@@ -29,7 +29,7 @@ from contextlib import ExitStack
 from typing import Any
 
 import pytest
-from harness import EtcdCluster, TcpProxy
+from harness import SUMMARY_KEY, EtcdCluster, TcpProxy
 from history.workload import LibWriter, Sampler, Scenario, WriteLoad, running
 
 ROOT = "/soak/"
@@ -198,10 +198,18 @@ class Chaos:
 
 
 @pytest.mark.cluster
-def test_soak() -> None:
+def test_soak(pytestconfig: pytest.Config) -> None:
+    """Random writes, reads and faults for RMWATCH_SOAK_SECONDS; every history rule holds."""
     seconds = soak_seconds()
     seed = soak_seed()
-    print(f"\nsoak seed={seed} seconds={seconds:g} (replay: RMWATCH_SOAK_SEED={seed})")
+    report = pytestconfig.stash.setdefault(SUMMARY_KEY, [])
+
+    def say(line: str) -> None:
+        # Printed at the end of the run too: CI shows the seed and counts of a passing soak.
+        print(line)
+        report.append(line)
+
+    say(f"soak seed={seed} seconds={seconds:g} (replay: RMWATCH_SOAK_SEED={seed})")
     rng = random.Random(seed)
     with ExitStack() as stack:
         cluster = stack.enter_context(EtcdCluster(3))
@@ -245,15 +253,15 @@ def test_soak() -> None:
         elapsed = time.monotonic() - started
         # a compaction that failed (etcd busy with another fault) injected nothing
         total = sum(chaos.faults.values()) - 2 * chaos.faults["compact_failed"]
-        print(f"soak seed={seed}: {elapsed:.1f}s, {total} fault injections "
+        say(f"soak seed={seed}: {elapsed:.1f}s, {total} fault injections "
               f"{dict(sorted(chaos.faults.items()))}, {sum(chaos.heals.values())} heals "
               f"{dict(sorted(chaos.heals.items()))}")  # fmt: skip
-        print(
+        say(
             f"soak operations: writes {dict(load.outcomes)}; replica reads served "
             f"{sampler.served} (read-your-writes {sampler.ryw}), refused {sampler.refused}"
         )
         stats = sc.finish(30)
         load.close()
-        print(f"soak checked: {stats}")
+        say(f"soak checked: {stats}")
         assert total >= seconds * 1.67, f"only {total} faults in {seconds:g}s"
         assert load.outcomes["ok"] > seconds * 5, "too few acknowledged writes"

@@ -13,11 +13,13 @@ from .provider import (
     planned_source,
 )
 from .proxy import TcpProxy
+from .report import SUMMARY_KEY
 from .server import EtcdMember, EtcdStartError
 
 __all__ = [
     "ENDPOINTS_ENV",
     "ETCD_IMAGE",
+    "SUMMARY_KEY",
     "EtcdCluster",
     "EtcdMember",
     "EtcdSession",
