@@ -196,3 +196,36 @@ class TestClose:
             replica.wait_for_revision(10**9, 0.1)
         with pytest.raises(ReplicaClosedError):
             replica.start()
+
+
+class TestWorkerCrash:
+    def test_a_crashed_worker_stops_serving_and_says_why(
+        self,
+        etcd_endpoints: list[str],
+        etcd_client: Any,
+        root_prefix: str,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        """A bug in the apply path (not an etcd failure, which is retried) stops the replica
+        from serving: reads raise NotReadyError naming the crash, and the transition to
+        DEGRADED carries the cause."""
+        import watcher.replica as replica_mod  # noqa: PLC0415
+
+        def broken(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("injected apply bug")
+
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+            replica.wait_ready(10)
+            monkeypatch.setattr(replica_mod, "apply_changes", broken)
+            put_group(etcd_client, KeyLayout(root_prefix), "boom")
+            wait_until(
+                lambda: replica.transitions()[-1].target is ReplicaState.DEGRADED,
+                10,
+                "the crash to be recorded",
+            )
+            with pytest.raises(NotReadyError) as err:
+                replica.get_group("boom")
+            assert "injected apply bug" in err.value.reason
+            last = replica.transitions()[-1]
+            assert last.target is ReplicaState.DEGRADED
+            assert last.cause.startswith("worker crashed: RuntimeError")

@@ -178,6 +178,7 @@ def decode_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> 
 
 _gc_lock = threading.Lock()
 _gc_holders = 0
+_gc_was_enabled = True
 
 
 @contextmanager
@@ -185,17 +186,18 @@ def gc_paused() -> Iterator[None]:
     """Pause the cyclic GC during a bulk build: building 20k entries spent about half its time
     in gen-2 collections that find nothing (entries hold no cycles). Nested and thread-safe:
     the GC comes back when the last holder leaves, if it was on before."""
-    global _gc_holders  # noqa: PLW0603 (one process-wide switch)
+    global _gc_holders, _gc_was_enabled  # noqa: PLW0603 (one process-wide switch)
     with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()  # the application's own setting, restored below
         _gc_holders += 1
-        was_enabled = gc.isenabled() if _gc_holders == 1 else True
         gc.disable()
     try:
         yield
     finally:
         with _gc_lock:
             _gc_holders -= 1
-            if _gc_holders == 0 and was_enabled:
+            if _gc_holders == 0 and _gc_was_enabled:
                 gc.enable()
 
 
@@ -206,8 +208,16 @@ class Snapshot:
     layout: KeyLayout
     revision: int
     entries: Overlay[str, Entry]
+    # The revision the load or the watch really reached. ``revision`` can be later: a snapshot
+    # proven equal to etcd at a newer revision is relabelled (Replica.request_revision), and
+    # events in (events_through, revision] then have no net effect on it.
+    events_through: int = 0
     _memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.events_through:
+            object.__setattr__(self, "events_through", self.revision)
 
     # ---- reads ----------------------------------------------------------------------------
 

@@ -142,6 +142,11 @@ class Replica:
         self._last_digest: DigestResult | None = None
         self._digest_error: BaseException | None = None
         self._started = False
+        # Orders the worker's publishes against the confirmer's relabel: a relabel must never
+        # land between the worker reading the current snapshot and publishing its successor,
+        # or the successor could carry an older revision than the relabel.
+        self._apply_lock = threading.Lock()
+        self._crashed: str | None = None
         self._wanted = 0  # highest revision a reader waits for (min_revision)
         self._want_event = threading.Event()
 
@@ -229,6 +234,8 @@ class Replica:
     def not_ready_reason(self) -> str | None:
         """Why the replica must not serve now, or None when it may."""
         state = self._sm.state
+        if self._crashed is not None:
+            return f"replica worker stopped: {self._crashed}"
         if state is ReplicaState.STOPPED:
             return "replica closed"
         if not self._caught_up:
@@ -443,9 +450,18 @@ class Replica:
                         break
                     if not _retryable(exc):
                         raise
-        except Exception:
+        except Exception as exc:
+            # A bug, not an etcd failure (those are retried): stop serving and say why.
+            self._crashed = f"{type(exc).__name__}: {exc}"
+            self._serving = False
             _log.exception("replica.worker_crashed")
-            raise
+            self._sm.move(
+                ReplicaState.DEGRADED,
+                f"worker crashed: {self._crashed}",
+                applied_revision=self.revision,
+            )
+            with self._cond:
+                self._cond.notify_all()
         finally:
             if self._session is not None:
                 self._session.cancel()
@@ -474,6 +490,11 @@ class Replica:
             return
         if self._need_load:
             self._load()
+        if not self._caught_up and self._mark is None:
+            # Taken here, not inside _load: if it fails, the retry takes it again instead of
+            # streaming forever without a target to be caught up to.
+            self._mark = store_mark(self._client, self.layout.prefix)
+            self._check_caught_up()
         self._stream()
 
     def _load(self) -> None:
@@ -485,17 +506,20 @@ class Replica:
         loaded = load_prefix(self._client, self.layout.prefix, page_size=self.page_size)
         for reason in loaded.restarts:
             self._sm.move(self._sm.state, reason, applied_revision=self.revision)
-        old = self._snap
-        new = build_snapshot(self.layout, loaded.revision, loaded.kvs, previous=old)
+        with self._apply_lock:
+            old = self._snap
+            if old is not None and loaded.revision < old.revision:
+                # Linearizable reads cannot go back, but a relabel (request_revision) may have
+                # moved the cache past this load meanwhile: load again rather than go back.
+                raise _StreamLostError(
+                    f"snapshot at {loaded.revision} is older than applied {old.revision}"
+                )
+            new = build_snapshot(self.layout, loaded.revision, loaded.kvs, previous=old)
+            events = [] if old is None else diff_snapshots(old, new)
+            self._swap(new)
         self.metrics.load_seconds.observe(time.monotonic() - started)
         self._failures = 0
-        if old is not None and new.revision < old.revision:
-            # Linearizable reads make this impossible; refuse rather than go backwards.
-            raise _StreamLostError(
-                f"snapshot at {new.revision} is older than applied {old.revision}"
-            )
-        events = [] if old is None else diff_snapshots(old, new)
-        self._publish(new, events)
+        self._deliver(events)
         self._confirm()
         if old is None:
             self._to_validate((entry.key, entry) for entry in new.entries.values())
@@ -517,8 +541,7 @@ class Replica:
             applied_revision=new.revision,
             **detail,
         )
-        self._mark = store_mark(self._client, self.layout.prefix)
-        self._check_caught_up()
+        self._mark = None  # _session_once takes a fresh one for this load
 
     def _stream(self) -> None:
         snap = self._snap
@@ -590,29 +613,39 @@ class Replica:
         self._failures = 0
 
     def _apply(self, events: Sequence[Any]) -> bool:
-        snap = self._snap
-        assert snap is not None
-        applied = snap.revision
-        changes: list[RawChange] = []
-        last = applied
-        for event in events:
-            kv = event.kv
-            revision = int(kv.mod_revision)
-            if revision <= applied or revision < last:
-                self._start_rebuild(
-                    "out_of_order",
-                    f"revision {revision} after {last} (applied {applied}): duplicate or "
-                    "out of order, never applied",
+        with self._apply_lock:
+            snap = self._snap
+            assert snap is not None
+            through = snap.events_through
+            changes: list[RawChange] = []
+            last = through
+            for event in events:
+                kv = event.kv
+                revision = int(kv.mod_revision)
+                if revision <= through or revision < last:
+                    self._start_rebuild(
+                        "out_of_order",
+                        f"revision {revision} after {last} (applied {through}): duplicate or "
+                        "out of order, never applied",
+                    )
+                    return False
+                last = revision
+                if revision <= snap.revision:
+                    # At or below a relabel: proven to leave etcd equal to this snapshot (a
+                    # key created and deleted again), so nothing to apply.
+                    continue
+                key = kv.key.decode("utf-8", "surrogateescape")
+                changes.append(
+                    RawChange(key, revision, None if event.type == _DELETE else kv.value)
                 )
+            if not changes:
+                return True
+            if self.verify_prev_kv and not self._prev_kv_matches(snap, events):
                 return False
-            last = revision
-            key = kv.key.decode("utf-8", "surrogateescape")
-            changes.append(RawChange(key, revision, None if event.type == _DELETE else kv.value))
-        if self.verify_prev_kv and not self._prev_kv_matches(snap, events):
-            return False
-        new, delivered = apply_changes(snap, last, changes)
+            new, delivered = apply_changes(snap, last, changes)
+            self._swap(new)
         self.metrics.events_applied.inc(len(changes))
-        self._publish(new, delivered)
+        self._deliver(delivered)
         self._to_validate((event.key, event.entry) for event in delivered)
         return True
 
@@ -730,12 +763,21 @@ class Replica:
         with self._cond:
             self._cond.notify_all()
 
-    def _publish(self, snap: Snapshot, events: list[ChangeEvent]) -> None:
+    def _swap(self, snap: Snapshot) -> None:
+        """Publish ``snap`` (callers hold _apply_lock); never to an older revision."""
         with self._cond:
+            current = self._snap
+            if current is not None and snap.revision < current.revision:
+                raise _StreamLostError(
+                    f"refused to publish revision {snap.revision} over {current.revision}"
+                )
             self._snap = snap
             self._cond.notify_all()
         self.metrics.applied_revision.set(snap.revision)
         self.metrics.lag_revisions.set(max(0, self._store_revision - snap.revision))
+
+    def _deliver(self, events: list[ChangeEvent]) -> None:
+        """Hand changes to listeners, in order, after they are visible (outside the locks)."""
         for event in events:
             for listener in self._listeners:
                 try:
@@ -778,11 +820,9 @@ class Replica:
                 self._stop.wait(0.05)
                 continue
             if mark.store_revision > snap.revision and _unchanged_since(mark, snap):
-                with self._cond:
+                with self._apply_lock:
                     if self._snap is snap:  # the worker published nothing newer meanwhile
-                        self._snap = replace(snap, revision=mark.store_revision)
-                        self._cond.notify_all()
-                self.metrics.applied_revision.set(self.revision)
+                        self._swap(replace(snap, revision=mark.store_revision))
             self._stop.wait(0.03)
 
     # ---- heartbeat and digest -------------------------------------------------------------

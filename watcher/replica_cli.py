@@ -35,7 +35,7 @@ from store.etcd_options import (
 )
 from store.keys import KeyLayout
 from store.leadership import read_leader
-from store.writer_cli import configure_logging
+from store.writer_cli import configure_logging, server_options
 from watcher.drain import DrainState
 from watcher.forward import DEFAULT_FORWARD_TIMEOUT
 from watcher.keyspaces import KeyspaceResolver
@@ -207,8 +207,8 @@ def run(args: argparse.Namespace) -> int:
         drain=drain,
     )
     config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
-                            access_log=False,
-                            timeout_graceful_shutdown=int(settings.shutdown_timeout))  # fmt: skip
+                            timeout_graceful_shutdown=int(settings.shutdown_timeout),
+                            **server_options())  # fmt: skip
     server = _DrainingServer(config, drain, settings.drain_seconds)
     log.info("sidecar.starting", listen=settings.listen, etcd=settings.etcd,
              root_prefix=settings.root_prefix, writer_url=settings.writer_url,

@@ -22,10 +22,12 @@ outside the prefix. Everything under ``/resource-manager/api/v1`` is one router,
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -37,6 +39,7 @@ from store import pdjson
 from store.api import PREFIX
 from store.errors import RmwatchError
 from store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
+from store.models import GroupStates, ResourceGroup
 from watcher.cache import Snapshot
 from watcher.drain import DrainState
 from watcher.errors import NotReadyError, RevisionTimeoutError
@@ -239,8 +242,12 @@ def create_sidecar_app(
     async def refusal(_request: Request, exc: _RefusedError) -> Response:
         return reads.refused(exc.response)
 
-    app.include_router(_rm_router(reads, forwarder))
+    router = _rm_router(reads, forwarder)
+    app.include_router(router)
     _probe_routes(app, replica, drain, metrics, forwarder)
+    # Innermost first: the fast group read sits inside the guard and the request tracker, so
+    # a fast answer is refused, drained and counted exactly like a routed one.
+    app.add_middleware(_FastGroupRead, reads=reads, route=_route_of(router, GROUP_ROUTE, "GET"))
     app.add_middleware(_ForbiddenForwardGuard, reads=reads)
     app.add_middleware(RequestTracker, metrics=metrics, drain=drain)  # outermost: sees all
     return app
@@ -274,11 +281,123 @@ class _ForbiddenForwardGuard:
         await self.app(scope, receive, send)
 
 
+GROUP_ROUTE = "/config/group/{name}"
+
+
+def _route_of(router: APIRouter, path: str, method: str) -> Any:
+    """The route object ``router`` registered for ``method path`` (what routing puts in
+    ``scope["route"]``, and the request tracker labels metrics with)."""
+    for route in router.routes:
+        methods = getattr(route, "methods", None) or ()
+        if getattr(route, "path", None) == PREFIX + path and method in methods:
+            return route
+    raise LookupError(f"no {method} {path} route")
+
+
+def _json_bytes(body: Any) -> bytes:
+    """``body`` as ``JSONResponse`` renders it (same bytes, so both paths answer alike)."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")  # fmt: skip
+
+
+class _GroupBodies:
+    """JSON bodies of group reads, kept while the group's objects are unchanged.
+
+    Snapshots are immutable and share unchanged group objects across revisions, so a body is
+    valid as long as the snapshot still returns the very same group (and states) objects: the
+    entry holds them, and an identity check decides. Bounded: cleared when full.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._limit = limit
+        self._entries: dict[
+            tuple[str, int, bool], tuple[ResourceGroup, GroupStates | None, bytes]
+        ] = {}
+
+    def body(self, name: str, keyspace: int, with_stats: bool, group: ResourceGroup,
+             states: GroupStates | None) -> bytes:  # fmt: skip
+        key = (name, keyspace, with_stats)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is group and entry[1] is states:
+            return entry[2]
+        body = _json_bytes(pdjson.group_json(group, states, with_stats=with_stats))
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[key] = (group, states, body)
+        return body
+
+
+class _FastGroupRead:
+    """ASGI middleware: ``GET config/group/{name}`` of a present group, answered without the
+    framework's routing, request objects and per-request JSON encoding.
+
+    Only the plain case is taken (ready replica, no ``min_revision``/``keyspace_name``, a valid
+    or absent ``keyspace_id``, the group exists); everything else -- 503, 404, 400, waits,
+    keyspace resolution -- falls through to the routed handler, which answers it as before.
+    The answer is the same: status, body bytes and headers (X-Revision, X-Revision-Age).
+    """
+
+    _PREFIX = PREFIX + "/config/group/"
+    _FAST_KEYS = frozenset({"with_stats", "keyspace_id"})
+
+    def __init__(self, app: ASGIApp, *, reads: _Reads, route: Any) -> None:
+        self.app = app
+        self.reads = reads
+        self.route = route
+        self.bodies = _GroupBodies()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if path.startswith(self._PREFIX):
+                answer = self._answer(path[len(self._PREFIX) :], scope["query_string"])
+                if answer is not None:
+                    scope["route"] = self.route  # the request tracker's metrics label
+                    body, headers = answer
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": headers})  # fmt: skip
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    def _answer(self, name: str, query: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        if not name or "/" in name:
+            return None
+        keyspace = NULL_KEYSPACE_ID
+        with_stats = False
+        if query:
+            params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+            if not self._FAST_KEYS.issuperset(params):
+                return None
+            raw = params.get("keyspace_id")
+            if raw:
+                try:
+                    keyspace = parse_keyspace_id(raw)
+                except ValueError:
+                    return None
+            with_stats = _true(params.get("with_stats"))
+        replica = self.reads.replica
+        try:
+            snap = replica.snapshot()
+        except NotReadyError:
+            return None
+        group = snap.get_group(name, keyspace)
+        if group is None:
+            return None
+        body = self.bodies.body(name, keyspace, with_stats, group, snap.get_states(name, keyspace))
+        return body, [  # JSONResponse's headers, in its order
+            (b"x-revision", str(snap.revision).encode()),
+            (b"x-revision-age", f"{replica.age():.3f}".encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def _rm_router(reads: _Reads, forwarder: WriteForwarder) -> APIRouter:
     """Every route under PD's RM prefix: reads from the cache, writes forwarded."""
     router = APIRouter(prefix=PREFIX)
 
-    @router.get("/config/group/{name}")
+    @router.get(GROUP_ROUTE)
     async def get_group(request: Request) -> Response:
         """One group as PD shows it (404 if absent); ``with_stats`` adds RUStats."""
         name = request.path_params["name"]
