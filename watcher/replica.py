@@ -12,11 +12,10 @@ cancels a stream that stays silent past ``stall_timeout`` (a frozen member sends
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -29,22 +28,21 @@ from store.etcd import EtcdConfig, connect, mark_endpoint_failed
 from store.keys import NULL_KEYSPACE_ID, KeyLayout
 from store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 from watcher.cache import (
-    BadValue,
     ChangeEvent,
-    Entry,
     RawChange,
     Snapshot,
     Versioned,
     apply_changes,
     build_snapshot,
     diff_snapshots,
-    gc_paused,
 )
+from watcher.digest import DigestMismatchError, DigestResult, compare
 from watcher.errors import NotReadyError, ReplicaClosedError, RevisionTimeoutError
 from watcher.metrics import ReplicaMetrics
 from watcher.snapshot import DEFAULT_PAGE_SIZE, StoreMark, load_prefix, store_mark
 from watcher.state import ReplicaState, StateMachine, Transition
 from watcher.stream import WatchSession
+from watcher.validation import Validator
 
 _log = structlog.get_logger("rmwatch.replica")
 _DELETE = 1  # mvccpb.Event.EventType.DELETE
@@ -55,24 +53,6 @@ Listener = Callable[[ChangeEvent], None]
 
 class _StreamLostError(Exception):
     """The watch stream failed before it was healthy: retry with backoff."""
-
-
-class DigestMismatchError(AssertionError):
-    """Strict digest mode: the cache differs from etcd at the cache's revision."""
-
-
-@dataclass(frozen=True)
-class DigestResult:
-    """Outcome of comparing the cache with etcd at ``revision``."""
-
-    revision: int
-    keys: int
-    mismatched: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """True when cache and etcd agree key for key."""
-        return not self.mismatched
 
 
 class Replica:
@@ -117,11 +97,7 @@ class Replica:
         # etcd 3.4 for it slowed catch-up replay from 112k to 7.6k events/s. With
         # verify_prev_kv the stream carries it and every event is checked against the cache.
         self.verify_prev_kv = verify_prev_kv
-        self._bad: dict[str, BadValue] = {}
-        self._bad_lock = threading.Lock()
-        self._validate_q: queue.SimpleQueue[tuple[str, Entry | None]] = queue.SimpleQueue()
-        self._queued = 0  # written by the worker only
-        self._validated = 0  # written by the validator only
+        self._validator = Validator(current=lambda: self._snap, metrics=self.metrics)
         self._client: Any = None
         self._snap: Snapshot | None = None
         self._cond = threading.Condition()
@@ -163,7 +139,7 @@ class Replica:
         self._spawn("worker", self._run)
         self._spawn("heartbeat", self._heartbeat)
         self._spawn("confirmer", self._confirmer)
-        self._spawn("validator", self._validator)
+        self._spawn("validator", lambda: self._validator.run(self._stop))
         if self.digest_interval:
             self._spawn("digest", self._digest_loop)
         return self
@@ -400,8 +376,7 @@ class Replica:
         snap = self._snap
         applied = 0 if snap is None else snap.revision
         store = max(self._store_revision, applied)
-        with self._bad_lock:
-            bad = sorted(self._bad.values(), key=lambda b: b.key)
+        bad = self._validator.bad()
         return {
             "state": str(self.state),
             "ready": self.ready,
@@ -414,7 +389,7 @@ class Replica:
             "keys": 0 if snap is None else len(snap.entries),
             "endpoint": self._endpoint,
             # Entries still waiting for the validator (after a load: about 30 us each).
-            "validation_pending": self._queued - self._validated,
+            "validation_pending": self._validator.pending,
             "decode_errors": [
                 {"key": b.key, "revision": b.revision, "error": b.error} for b in bad
             ],
@@ -522,9 +497,9 @@ class Replica:
         self._deliver(events)
         self._confirm()
         if old is None:
-            self._to_validate((entry.key, entry) for entry in new.entries.values())
+            self._validator.submit((entry.key, entry) for entry in new.entries.values())
         else:
-            self._to_validate((event.key, event.entry) for event in events)
+            self._validator.submit((event.key, event.entry) for event in events)
         self._need_load = False
         detail = {"keys": len(loaded.kvs), "pages": loaded.pages, "changes": len(events)}
         if self._caught_up:
@@ -646,15 +621,8 @@ class Replica:
             self._swap(new)
         self.metrics.events_applied.inc(len(changes))
         self._deliver(delivered)
-        self._to_validate((event.key, event.entry) for event in delivered)
+        self._validator.submit((event.key, event.entry) for event in delivered)
         return True
-
-    def _to_validate(self, items: Iterable[tuple[str, Entry | None]]) -> None:
-        count = 0
-        for item in items:
-            self._validate_q.put(item)
-            count += 1
-        self._queued += count
 
     def _prev_kv_matches(self, snap: Snapshot, events: Sequence[Any]) -> bool:
         # Each event's previous value (etcd's prev_kv) must be what the cache holds, also for
@@ -685,49 +653,6 @@ class Replica:
                 else (bytes(event.kv.value), int(event.kv.mod_revision))
             )
         return True
-
-    def _validator(self) -> None:
-        """Decode every new entry off the hot path; record bad values (log, count, /status).
-
-        Reads never see a bad value (an entry decodes on first use); this thread finds them
-        even when nobody reads them. An entry superseded before its turn is skipped: the newer
-        one is queued behind it. Batches run with the GC paused (see cache.gc_paused).
-        """
-        while not self._stop.is_set():
-            try:
-                batch = [self._validate_q.get(timeout=0.2)]
-            except queue.Empty:
-                continue
-            while len(batch) < 2000:
-                try:
-                    batch.append(self._validate_q.get_nowait())
-                except queue.Empty:
-                    break
-            with gc_paused():
-                for key, entry in batch:
-                    self._validate(key, entry)
-            self._validated += len(batch)
-            with self._bad_lock:
-                self.metrics.bad_keys.set(len(self._bad))
-
-    def _validate(self, key: str, entry: Entry | None) -> None:
-        error = entry.check() if entry is not None and entry.known else None
-        with self._bad_lock:
-            # Re-read under the lock: only the key's current entry may change the record.
-            snap = self._snap
-            current = None if snap is None else snap.entries.get_fast(key)
-            if current is not entry:
-                if current is None:
-                    self._bad.pop(key, None)
-                return
-            if entry is None or not entry.known:
-                return
-            if error is None:
-                self._bad.pop(key, None)
-                return
-            self._bad[key] = BadValue(key, entry.mod_revision, error)
-        self.metrics.decode_errors.inc()
-        _log.warning("replica.bad_value", key=key, revision=entry.mod_revision, error=error)
 
     def _start_rebuild(self, reason: str, cause: str) -> None:
         self.metrics.rebuilds.labels(reason).inc()
@@ -865,13 +790,9 @@ class Replica:
             if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                 return None
             raise
-        ours = snap.raw_items()
-        theirs = {key: (value, mod) for key, value, mod in loaded.kvs}
-        mismatched = sorted(
-            key for key in ours.keys() | theirs.keys() if ours.get(key) != theirs.get(key)
-        )
-        result = DigestResult(snap.revision, len(theirs), mismatched)
+        result = compare(snap, loaded.kvs)
         self._last_digest = result
+        mismatched = result.mismatched
         if mismatched:
             self.metrics.digest_mismatches.inc()
             _log.error(
