@@ -56,7 +56,7 @@ def group_model(i: int, variant: int = 0) -> ResourceGroup:
             "write_bytes": 2.5e8 + v, "total_cpu_time_ms": 98765.125 + v,
             "sql_layer_cpu_time_ms": 4321.0625 + v, "kv_read_rpc_count": 1e6 + v,
             "kv_write_rpc_count": 5e5 + v,
-        },  # fmt: skip
+        },
     }
     if i % 4 != 3:
         data["runaway_settings"] = {

@@ -25,6 +25,7 @@ Pairs (see bench/results/replica.json "meta.method" for the exact definitions):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -40,6 +41,9 @@ import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pyetcd import etcdrpc
+from pyetcd import utils as etcd_utils
+
 from bench._common import (
     ROOT,
     EtcdMember,
@@ -54,9 +58,6 @@ from bench._common import (
     reset_hwm,
     summary,
 )
-from pyetcd import etcdrpc
-from pyetcd import utils as etcd_utils
-
 from store.codec import decode_settings
 from store.keys import KeyLayout
 from watcher.cache import ChangeEvent
@@ -129,7 +130,7 @@ class RawWatch:
     """A bare ``etcdrpc.WatchStub`` stream: the same create request as the replica's."""
 
     def __init__(
-        self, client: Any, prefix: str, start_revision: int, *, prev_kv: bool = True
+        self, client: Any, prefix: str, start_revision: int, *, prev_kv: bool = False
     ) -> None:
         key = prefix.encode()
         self._requests: queue.Queue[Any] = queue.Queue()
@@ -169,6 +170,11 @@ def ratio_summary(
 
 def fmt_range(s: dict[str, Any], unit: str = "", digits: int = 3) -> str:
     return f"{s['median']:.{digits}f}{unit} [{s['min']:.{digits}f}-{s['max']:.{digits}f}]"
+
+
+def stream_open(replica: Replica) -> Callable[[], bool]:
+    """True once the replica's worker has a watch stream (a private attribute: bench only)."""
+    return lambda: replica._session is not None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -218,7 +224,7 @@ def p1_ours(endpoint: str, expect: int) -> float:
     keys = len(replica.snapshot().entries)
     # Closing while the worker is still opening its watch stream segfaulted once in cygrpc
     # (client.close() races stub.Watch on the same channel): let the stream open first.
-    wait_for(lambda: replica._session is not None, 10, "the watch stream to open")
+    wait_for(stream_open(replica), 10, "the watch stream to open")
     time.sleep(0.05)
     replica.close()
     del replica
@@ -263,28 +269,33 @@ def p1_raw(endpoint: str, expect: int, decode: bool) -> float:
     return dt
 
 
-def run_p1(endpoint: str, n: int, reps: int) -> dict[str, Any]:
+def run_p1(endpoint: str, n: int, reps: int, *, decode: bool = True) -> dict[str, Any]:
+    """ours vs raw range (and vs raw range + decode_settings with ``decode``), rotated."""
     ours: list[float] = []
     raw: list[float] = []
     rawdec: list[float] = []
     p1_raw(endpoint, n, False)  # warm-up (server page cache, imports)
+    kinds = [("ours", ours), ("raw", raw)] + ([("rawdec", rawdec)] if decode else [])
     for rep in range(reps):
-        order = [("ours", ours), ("raw", raw), ("rawdec", rawdec)]
-        order = order[rep % 3 :] + order[: rep % 3]
+        order = kinds[rep % len(kinds) :] + kinds[: rep % len(kinds)]
         for name, sink in order:
             if name == "ours":
                 sink.append(p1_ours(endpoint, n))
             else:
                 sink.append(p1_raw(endpoint, n, name == "rawdec"))
-        print(f"  P1 rep {rep + 1}: ours {ours[-1]:.3f}s raw {raw[-1]:.3f}s "
-              f"raw+decode {rawdec[-1]:.3f}s", flush=True)  # fmt: skip
-    return {
+        extra = f" raw+decode {rawdec[-1]:.3f}s" if decode else ""
+        print(f"  P1 n={n} rep {rep + 1}: ours {ours[-1]:.3f}s raw {raw[-1]:.3f}s{extra}",
+              flush=True)  # fmt: skip
+    out = {
+        "groups": n,
         "ours_s": summary(ours),
         "raw_range_s": summary(raw),
-        "raw_range_decode_s": summary(rawdec),
         "ratio_vs_raw_range": ratio_summary(ours, raw),
-        "ratio_vs_raw_range_decode": ratio_summary(ours, rawdec),
     }
+    if decode:
+        out["raw_range_decode_s"] = summary(rawdec)
+        out["ratio_vs_raw_range_decode"] = ratio_summary(ours, rawdec)
+    return out
 
 
 # ---- P2: live watch ---------------------------------------------------------------------------
@@ -315,7 +326,7 @@ def writer_run(
 def p2_measure(
     kind: str, replica: Replica, writer: Any, watcher_client: Any, values: list[bytes],
     wkeys: int, ops: int, batch: int,
-) -> dict[str, float]:  # fmt: skip
+) -> dict[str, Any]:  # fmt: skip
     root = OURS_ROOT if kind == "ours" else RAW_ROOT
     layout = KeyLayout(root)
     keys = [layout.settings(group_name(i)) for i in range(wkeys)]
@@ -378,7 +389,17 @@ def p2_measure(
         "events_per_s": expected / (last_seen - first),
         "p50_ms": pct(lat, 0.50),
         "p99_ms": pct(lat, 0.99),
+        "lat_ms": lat,  # type: ignore[dict-item]
     }
+
+
+def quantiles(values: list[float], points: int = 200) -> list[float]:
+    """``points`` evenly spaced quantiles (0..1) of ``values``: a CDF small enough for JSON."""
+    ordered = sorted(values)
+    if not ordered:
+        return []
+    last = len(ordered) - 1
+    return [round(ordered[round(i * last / (points - 1))], 4) for i in range(points)]
 
 
 def run_p2(
@@ -388,7 +409,7 @@ def run_p2(
     wkeys = min(2000, len(values))
     p2_measure("ours", replica, writer, watcher_client, values, wkeys, max(50, ops // 10), batch)
     p2_measure("raw", replica, writer, watcher_client, values, wkeys, max(50, ops // 10), batch)
-    rows: dict[str, list[dict[str, float]]] = {"ours": [], "raw": []}
+    rows: dict[str, list[dict[str, Any]]] = {"ours": [], "raw": []}
     for rep in range(reps):
         order = ["ours", "raw"] if rep % 2 == 0 else ["raw", "ours"]
         for kind in order:
@@ -409,6 +430,9 @@ def run_p2(
         "rate_ratio": ratio_summary(col["ours"]["events_per_s"], col["raw"]["events_per_s"]),
         "p50_ratio": ratio_summary(col["ours"]["p50_ms"], col["raw"]["p50_ms"]),
         "p99_ratio": ratio_summary(col["ours"]["p99_ms"], col["raw"]["p99_ms"]),
+        # every rep's write->visible latencies pooled, as 200 quantiles (the CDF plot)
+        "latency_cdf_ms": {k: quantiles([x for row in v for x in row["lat_ms"]])
+                           for k, v in rows.items()},
     }
 
 
@@ -440,7 +464,7 @@ def p3_ours(replica: Replica, gate: Gate, writer: Any, values: list[bytes], revi
 
 
 def p3_raw(writer: Any, watcher_client: Any, values: list[bytes], revisions: int,
-           offset: int, prev_kv: bool = True) -> float:  # fmt: skip
+           offset: int, prev_kv: bool = False) -> float:  # fmt: skip
     start = current_revision(writer)
     last = backlog(writer, RAW_ROOT, values, revisions, offset)
     expected = revisions * 100
@@ -465,10 +489,10 @@ def run_p3(replica: Replica, gate: Gate, writer: Any, watcher_client: Any,
            values: list[bytes], reps: int, revisions: int) -> dict[str, Any]:  # fmt: skip
     ours: list[float] = []
     raw: list[float] = []
-    raw_noprev: list[float] = []
+    raw_prev: list[float] = []
     p3_ours(replica, gate, writer, values, max(5, revisions // 10), 0)  # warm-up
     p3_raw(writer, watcher_client, values, max(5, revisions // 10), 0)
-    kinds = ["ours", "raw", "raw_noprev"]
+    kinds = ["ours", "raw", "raw_prev"]
     for rep in range(reps):
         offset = rep * revisions * 100
         order = kinds[rep % 3 :] + kinds[: rep % 3]
@@ -478,34 +502,35 @@ def run_p3(replica: Replica, gate: Gate, writer: Any, watcher_client: Any,
             elif kind == "raw":
                 raw.append(p3_raw(writer, watcher_client, values, revisions, offset))
             else:
-                raw_noprev.append(
-                    p3_raw(writer, watcher_client, values, revisions, offset, prev_kv=False)
+                raw_prev.append(
+                    p3_raw(writer, watcher_client, values, revisions, offset, prev_kv=True)
                 )
         ev = revisions * 100
         print(f"  P3 rep {rep + 1}: ours {ev / ours[-1]:.0f} ev/s ({ours[-1]:.3f}s) | "
-              f"raw prev_kv {ev / raw[-1]:.0f} ev/s ({raw[-1]:.3f}s) | raw no prev_kv "
-              f"{ev / raw_noprev[-1]:.0f} ev/s", flush=True)  # fmt: skip
+              f"raw {ev / raw[-1]:.0f} ev/s ({raw[-1]:.3f}s) | raw with prev_kv "
+              f"{ev / raw_prev[-1]:.0f} ev/s", flush=True)  # fmt: skip
     ev = revisions * 100
     ours_rate = [ev / t for t in ours]
     raw_rate = [ev / t for t in raw]
-    noprev_rate = [ev / t for t in raw_noprev]
+    prev_rate = [ev / t for t in raw_prev]
     return {
         "revisions": revisions,
         "events": ev,
         "ours_events_per_s": summary(ours_rate, 1),
         "raw_events_per_s": summary(raw_rate, 1),
-        "raw_noprev_events_per_s": summary(noprev_rate, 1),
+        "raw_prev_kv_events_per_s": summary(prev_rate, 1),
         "rate_ratio": ratio_summary(ours_rate, raw_rate),
-        "rate_ratio_vs_noprev": ratio_summary(ours_rate, noprev_rate),
+        "rate_ratio_vs_prev_kv": ratio_summary(ours_rate, prev_rate),
     }
 
 
 # ---- P4: reads --------------------------------------------------------------------------------
 
 
-def run_p4(replica: Replica, client: Any, n: int, reps: int) -> dict[str, Any]:
+def run_p4(replica: Replica, client: Any, n: int, reps: int, calls: int = 200_000,
+           etcd_calls: int = 2000) -> dict[str, Any]:  # fmt: skip
     rnd = random.Random(4)
-    names = [group_name(rnd.randrange(n)) for _ in range(200_000)]
+    names = [group_name(rnd.randrange(n)) for _ in range(calls)]
     layout = KeyLayout(OURS_ROOT)
     snap0 = replica.snapshot()
     models = {group_name(i): snap0.get_group(group_name(i)) for i in range(n)}
@@ -539,7 +564,7 @@ def run_p4(replica: Replica, client: Any, n: int, reps: int) -> dict[str, Any]:
             get(name)
         return len(names) / (time.perf_counter() - t0)
 
-    etcd_keys = [layout.settings(name) for name in names[:2000]]
+    etcd_keys = [layout.settings(name) for name in names[:etcd_calls]]
 
     def loop_etcd() -> float:
         get = client.get
@@ -596,17 +621,25 @@ def compact_client(endpoint: str) -> Any:
 
 
 def trigger_rebuild(replica: Replica, gate: Gate, writer: Any, values: list[bytes], rep: int,
-                    endpoint: str) -> tuple[float, int]:  # fmt: skip
+                    endpoint: str, marks: dict[str, float] | None = None,
+                    collect: bool = True) -> tuple[float, int]:  # fmt: skip
     """Cut the replica off, write 100 changes, compact past its revision, release; return
-    (seconds from release until the rebuilt snapshot is published, its target revision)."""
+    (seconds from release until the rebuilt snapshot is published, its target revision).
+    ``marks`` gets the perf_counter() of the release and of the publication. ``collect``:
+    a full gc first (it holds the GIL for ~1 s with 100k groups: P6 collects before its
+    reader starts instead, so the timeline shows the replica, not the bench's collection)."""
     gate.cut()
     last = backlog(writer, OURS_ROOT, values, 2, rep * 200)  # 2 revisions: R+1 < last
     compact_client(endpoint).compact(last, physical=True)
-    gc.collect()
+    if collect:
+        gc.collect()
     t0 = time.perf_counter()
     gate.release()
     replica.wait_for_revision(last, 300)
-    return time.perf_counter() - t0, last
+    t1 = time.perf_counter()
+    if marks is not None:
+        marks.update(release=t0, done=t1)
+    return t1 - t0, last
 
 
 def run_p6(replica: Replica, gate: Gate, writer: Any, values: list[bytes], endpoint: str,
@@ -620,6 +653,7 @@ def run_p6(replica: Replica, gate: Gate, writer: Any, values: list[bytes], endpo
     rss_steady: list[int] = []
     rss_peak: list[int] = []
     rebuilt_causes: list[str] = []
+    timelines: list[dict[str, Any]] = []
     for rep in range(reps):
         order = ["rebuild", "cold"] if rep % 2 == 0 else ["cold", "rebuild"]
         for kind in order:
@@ -630,10 +664,16 @@ def run_p6(replica: Replica, gate: Gate, writer: Any, values: list[bytes], endpo
             counters = {"reads": 0, "failed": 0}
             rnd = random.Random(rep)
             names = [group_name(rnd.randrange(n)) for _ in range(10_000)]
+            bins: list[int] = []  # reads served per 100 ms since the reader started
+            start = [0.0]
 
-            def reader() -> None:
+            def reader(stop: threading.Event = stop, counters: dict[str, int] = counters,
+                       names: list[str] = names, bins: list[int] = bins,
+                       start: list[float] = start) -> None:  # fmt: skip
                 i = 0
                 get = replica.get_group
+                clock = time.perf_counter
+                began = start[0] = clock()
                 while not stop.is_set():
                     name = names[i % 10_000]
                     i += 1
@@ -647,15 +687,27 @@ def run_p6(replica: Replica, gate: Gate, writer: Any, values: list[bytes], endpo
                         if len(errors) < 5:
                             errors.append(f"{name}: {exc!r}")
                     counters["reads"] += 1
+                    slot = int((clock() - began) * 10)
+                    while len(bins) <= slot:
+                        bins.append(0)
+                    bins[slot] += 1
 
             gc.collect()
             before = proc_status()
             reset_hwm()
             thread = threading.Thread(target=reader, daemon=True)
             thread.start()
-            dt, _last = trigger_rebuild(replica, gate, writer, values, rep, endpoint)
+            marks: dict[str, float] = {}
+            dt, _last = trigger_rebuild(replica, gate, writer, values, rep, endpoint, marks,
+                                        collect=False)  # fmt: skip
+            time.sleep(0.5)  # the timeline shows reads after the swap too
             stop.set()
             thread.join()
+            timelines.append({
+                "reads_per_100ms": bins[:-1],  # the last bin is partial
+                "release_s": round(marks["release"] - start[0], 3),
+                "done_s": round(marks["done"] - start[0], 3),
+            })  # fmt: skip
             after = proc_status()
             rebuild.append(dt)
             reads.append(counters["reads"])
@@ -680,6 +732,9 @@ def run_p6(replica: Replica, gate: Gate, writer: Any, values: list[bytes], endpo
             [float(p) for p in rss_peak], [float(s) for s in rss_steady]
         ),
         "last_rebuild_transition": rebuilt_causes[-1] if rebuilt_causes else None,
+        # the rep whose rebuild time is the median: reads per 100 ms around it
+        "timeline": sorted(timelines, key=lambda t: t["done_s"] - t["release_s"])[
+            len(timelines) // 2],
     }
 
 
@@ -779,8 +834,9 @@ def table(results: dict[str, Any]) -> list[str]:
     if p1:
         add("P1", "ready time / raw range (no decode)", p1["ratio_vs_raw_range"], "<= 2.0x",
             p1["ratio_vs_raw_range"]["median"] <= 2.0)
-        add("P1", "ready time / raw range + decode_settings", p1["ratio_vs_raw_range_decode"],
-            "(info)", True)  # fmt: skip
+        if "ratio_vs_raw_range_decode" in p1:
+            add("P1", "ready time / raw range + decode_settings",
+                p1["ratio_vs_raw_range_decode"], "(info)", True)  # fmt: skip
     for key, label in (("P2", "1 ev/rev"), ("P2b", "20 ev/rev")):
         p2 = results.get(key)
         if p2:
@@ -791,9 +847,9 @@ def table(results: dict[str, Any]) -> list[str]:
             add(key, f"write->visible p50 ours/raw ({label})", p2["p50_ratio"], "(info)", True)
     p3 = results.get("P3")
     if p3:
-        add("P3", "catch-up ev/s ours/raw, both prev_kv (100 ev/rev)", p3["rate_ratio"],
+        add("P3", "catch-up ev/s ours/raw, same request (100 ev/rev)", p3["rate_ratio"],
             ">= 0.7x", p3["rate_ratio"]["median"] >= 0.7)
-        add("P3", "catch-up ev/s ours/raw without prev_kv", p3["rate_ratio_vs_noprev"],
+        add("P3", "catch-up ev/s ours/raw asking prev_kv", p3["rate_ratio_vs_prev_kv"],
             "(info)", True)  # fmt: skip
     p4 = results.get("P4")
     if p4:
@@ -835,9 +891,10 @@ def absolute_lines(results: dict[str, Any]) -> list[str]:
     out = []
     p1 = results.get("P1")
     if p1:
+        dec = p1.get("raw_range_decode_s")
         out.append(f"P1  ours {fmt_range(p1['ours_s'], 's')}  raw range "
-                   f"{fmt_range(p1['raw_range_s'], 's')}  raw+decode "
-                   f"{fmt_range(p1['raw_range_decode_s'], 's')}")  # fmt: skip
+                   f"{fmt_range(p1['raw_range_s'], 's')}"
+                   + (f"  raw+decode {fmt_range(dec, 's')}" if dec else ""))  # fmt: skip
     for key in ("P2", "P2b"):
         p2 = results.get(key)
         if p2:
@@ -848,9 +905,9 @@ def absolute_lines(results: dict[str, Any]) -> list[str]:
                        f" p99 {r['p99_ms']['median']:.2f} ms")  # fmt: skip
     p3 = results.get("P3")
     if p3:
-        out.append(f"P3  ours {p3['ours_events_per_s']['median']:.0f} ev/s | raw prev_kv "
-                   f"{p3['raw_events_per_s']['median']:.0f} ev/s | raw no prev_kv "
-                   f"{p3['raw_noprev_events_per_s']['median']:.0f} ev/s ({p3['events']} events, "
+        out.append(f"P3  ours {p3['ours_events_per_s']['median']:.0f} ev/s | raw "
+                   f"{p3['raw_events_per_s']['median']:.0f} ev/s | raw with prev_kv "
+                   f"{p3['raw_prev_kv_events_per_s']['median']:.0f} ev/s ({p3['events']} events, "
                    f"{p3['revisions']} revisions)")  # fmt: skip
     p4 = results.get("P4")
     if p4:
@@ -928,10 +985,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             gate.close()
             # See p1_ours: close() right after the stream is (re)opened segfaulted in cygrpc.
-            try:
-                wait_for(lambda: replica._session is not None, 10, "the watch stream to open")
-            except RuntimeError:
-                pass
+            with contextlib.suppress(RuntimeError):
+                wait_for(stream_open(replica), 10, "the watch stream to open")
             time.sleep(0.05)
             replica.close()
             del replica
@@ -998,7 +1053,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cpu_model() -> str:
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True,
+                             timeout=5).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 return line.split(":", 1)[1].strip()

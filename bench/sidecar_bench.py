@@ -34,8 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -48,7 +50,7 @@ from harness import EtcdMember, free_port  # noqa: E402
 from store.keys import KeyLayout  # noqa: E402
 
 API = "/resource-manager/api/v1"
-ROOT_PREFIX = "/bench/"
+ROOT_PREFIX = "/sidecar/"
 
 
 @dataclass(frozen=True)
@@ -194,47 +196,80 @@ def median_of(reps: list[Rep], field: str) -> float:
     return float(statistics.median(getattr(r, field) for r in reps))
 
 
-def measure(args: argparse.Namespace) -> list[Rep]:
-    """Start etcd and the sidecar, seed the groups, run the alternating reps."""
+def measure_on(endpoint: str, client_port: int, *, groups: int, concurrency: int,
+               seconds: float, reps: int, warmup: float = 0.5,
+               log: Callable[[str], None] = print) -> list[Rep]:  # fmt: skip
+    """Seed ``groups`` groups under ``ROOT_PREFIX`` of the etcd at ``endpoint``, start the
+    sidecar process, run the alternating reps (sidecar, etcd; etcd, sidecar; ...)."""
     layout = KeyLayout(ROOT_PREFIX)
-    reps: list[Rep] = []
-    with EtcdMember() as member:
-        client = connect_to(member.endpoint)
-        try:  # realistic ~300 B groups (bench/_common.py), as the replica benchmark uses
-            bulk_put(client, [(layout.settings(group_name(n)), group_value(n))
-                              for n in range(args.groups)])  # fmt: skip
-        finally:
-            client.close()
-        port = free_port()
-        sidecar_url = f"http://127.0.0.1:{port}"
-        log_path = Path(tempfile.gettempdir()) / f"rmwatch-bench-sidecar-{port}.log"
-        proc = start_sidecar(member.endpoint, port, log_path)
+    out: list[Rep] = []
+    client = connect_to(endpoint)
+    try:  # realistic ~300 B groups (bench/_common.py), as the replica benchmark uses
+        bulk_put(client, [(layout.settings(group_name(n)), group_value(n))
+                          for n in range(groups)])  # fmt: skip
+    finally:
+        client.close()
+    port = free_port()
+    sidecar_url = f"http://127.0.0.1:{port}"
+    log_path = Path(tempfile.gettempdir()) / f"rmwatch-bench-sidecar-{port}.log"
+    proc = start_sidecar(endpoint, port, log_path)
+    try:
+        wait_ready(sidecar_url)
+        log(f"  sidecar pid {proc.pid} on {sidecar_url}, log {log_path}")
+        targets = {
+            "sidecar": sidecar_target(port, groups),
+            "etcd_gateway": etcd_target(client_port, layout, groups),
+        }
+        for target in targets.values():  # warm-up: connections, caches, allocator
+            run_load(target, concurrency=concurrency, seconds=warmup)
+        for rep in range(reps):
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for name in order:
+                result = run_load(targets[name], concurrency=concurrency, seconds=seconds,
+                                  rep=rep)  # fmt: skip
+                out.append(result)
+                log(f"  P5 rep {rep + 1} {name:13s} {result.rps:9.1f} req/s  "
+                    f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
+                    f"errors {result.errors}")  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGTERM)
         try:
-            wait_ready(sidecar_url)
-            print(f"sidecar pid {proc.pid} on {sidecar_url}, log {log_path}", flush=True)
-            targets = {
-                "sidecar": sidecar_target(port, args.groups),
-                "etcd_gateway": etcd_target(member.client_port, layout, args.groups),
-            }
-            for target in targets.values():  # warm-up: connections, caches, allocator
-                run_load(target, concurrency=args.concurrency, seconds=0.5)
-            for rep in range(args.reps):
-                order = list(targets) if rep % 2 == 0 else list(reversed(targets))
-                for name in order:
-                    result = run_load(targets[name], concurrency=args.concurrency,
-                                      seconds=args.seconds, rep=rep)  # fmt: skip
-                    reps.append(result)
-                    print(f"  rep {rep} {name:13s} {result.rps:9.1f} req/s  "
-                          f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
-                          f"errors {result.errors}", flush=True)  # fmt: skip
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return reps
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return out
+
+
+def summarize(reps: list[Rep]) -> dict[str, Any]:
+    """Medians per target, and the per-rep ratios sidecar/etcd (median, min, max)."""
+    side = [r for r in reps if r.target == "sidecar"]
+    etcd = [r for r in reps if r.target == "etcd_gateway"]
+
+    def ratios(field: str) -> dict[str, Any]:
+        values = [getattr(a, field) / getattr(b, field) for a, b in zip(side, etcd, strict=True)]
+        return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
+                "max": round(max(values), 3), "samples": [round(v, 3) for v in values]}  # fmt: skip
+
+    return {
+        "median": {
+            name: {"rps": median_of(mine, "rps"), "p50_ms": median_of(mine, "p50_ms"),
+                   "p99_ms": median_of(mine, "p99_ms"),
+                   "errors": sum(r.errors for r in mine)}
+            for name, mine in (("sidecar", side), ("etcd_gateway", etcd))
+        },
+        "rps_ratio": ratios("rps"),
+        "p99_ratio": ratios("p99_ms"),
+        "reps": [asdict(r) for r in reps],
+    }
+
+
+def measure(args: argparse.Namespace) -> list[Rep]:
+    """Start etcd, then ``measure_on`` it."""
+    with EtcdMember() as member:
+        return measure_on(member.endpoint, member.client_port, groups=args.groups,
+                          concurrency=args.concurrency, seconds=args.seconds,
+                          reps=args.reps)  # fmt: skip
 
 
 def report(args: argparse.Namespace, reps: list[Rep]) -> None:

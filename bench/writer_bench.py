@@ -1,38 +1,54 @@
-"""Writer throughput as a ratio to raw pyetcd transactions of the same shape, in one run.
+"""Writer throughput as a ratio to raw pyetcd transactions of the same shape, in one run (P8).
 
-Run: ``python -m bench.writer_bench`` (starts its own etcd through tests/harness).
+Run: ``python -m bench.writer_bench`` (starts its own etcd through tests/harness), or as part
+of ``python -m bench`` (the whole suite).
 
-Two write shapes, each measured three ways against one etcd, in the same process:
+Two write shapes, each measured three ways against one etcd:
 - ``set_service_limit`` (a blind put): raw = ``txn(fence compares -> put)``;
-  library = ``Writer.set_service_limit``; http = ``POST .../service-limit`` over loopback.
+  library = ``Writer.set_service_limit``; http = ``POST .../service-limit``.
 - ``modify_group`` (read-modify-write): raw = ``get`` + ``txn(fence + mod_revision compare ->
   put)``; library = ``Writer.modify_group``; http = ``PUT config/group``.
+
+raw and library run in this process (each under its own fenced leadership, root
+``/wbench/lib/``). http is ``rmwatch writer`` as deployed: a process of its own (root
+``/wbench/http/``, its per-write log to a file), driven by one keep-alive HTTP/1.1 socket
+with the request bytes prepared beforehand (a lean client, as P5's: http.client's header
+parsing alone cost ~0.1 ms of this process per write). An earlier version
+served the app from a thread of this process and drove it with httpx: the client then shared
+the GIL with the server and httpx alone cost ~0.4 ms a request, so the figure measured the
+harness as much as the writer.
+
 Variants alternate A/B/C within each repetition (the order rotates every repetition so no
-variant always runs on a warmer etcd), and the figure kept is the median of ``REPS``.
+variant always runs on a warmer etcd); the figure kept is the median of ``reps`` with the
+min-max of the per-rep ratios.
 """
 
 from __future__ import annotations
 
+import argparse
+import http.client
 import json
+import os
 import platform
+import signal
+import socket
 import statistics
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
-
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # the harness (EtcdMember, make_client, free_port)
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))  # the harness (EtcdMember, make_client, free_port)
 
 from harness import EtcdMember, etcd_version, free_port, make_client  # noqa: E402
 
 from store import codec  # noqa: E402
-from store.api import PREFIX, create_writer_app  # noqa: E402
+from store.api import PREFIX  # noqa: E402
 from store.keys import KeyLayout  # noqa: E402
 from store.leadership import Leadership  # noqa: E402
 from store.models import (  # noqa: E402
@@ -44,8 +60,10 @@ from store.models import (  # noqa: E402
 from store.writer import Writer  # noqa: E402
 
 OPS = 400  # writes per measurement: ~0.3-1 s each on a local fsync'd etcd
-REPS = 5  # median of 5 (>= 3 required)
+REPS = 5  # median of 5
 RESULTS = ROOT / "bench" / "results" / "writer.json"
+LIB_ROOT = "/wbench/lib/"
+HTTP_ROOT = "/wbench/http/"
 
 
 def group(fill: int) -> ResourceGroup:
@@ -59,76 +77,168 @@ def group(fill: int) -> ResourceGroup:
     )
 
 
-def rate(fn: Callable[[int], Any]) -> float:
-    """Writes per second of ``OPS`` sequential calls ``fn(i)``."""
+class HttpWriter:
+    """``rmwatch writer`` in a process of its own, and one keep-alive connection to it."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.port = free_port()
+        self.log_path = Path(tempfile.gettempdir()) / f"rmwatch-bench-writer-{self.port}.log"
+        command = [sys.executable, "-m", "watcher.cli", "writer", "--etcd", endpoint,
+                   "--listen", f"127.0.0.1:{self.port}", "--root-prefix", HTTP_ROOT,
+                   "--name", "bench-http"]  # fmt: skip
+        with self.log_path.open("wb") as log_file:
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file,
+                                         stderr=subprocess.STDOUT)  # fmt: skip
+        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                status, body = self.request("GET", "/health")
+                if status == 200 and json.loads(body).get("leader"):
+                    break
+            except OSError:
+                self.conn.close()
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.close()
+                raise RuntimeError(f"the writer process never led; log: {self.log_path}")
+            time.sleep(0.05)
+
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request with http.client (setup and checks)."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        self.conn.request(method, path, body=body, headers=headers)
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+    @staticmethod
+    def raw_request(method: str, path: str, body: bytes) -> bytes:
+        """The bytes of one keep-alive HTTP/1.1 request (prepared before timing)."""
+        head = (f"{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n")  # fmt: skip
+        return head.encode() + body
+
+    def send(self, request: bytes) -> tuple[int, bytes]:
+        """Send prepared request bytes on the raw keep-alive socket; (status, body). The
+        measured loop uses this lean client (as P5's does) rather than http.client, whose
+        per-response header parsing (email.parser) cost ~0.1 ms of this process's GIL."""
+        self.sock.sendall(request)
+        data = self.buffer
+        while b"\r\n\r\n" not in data:
+            data += self._recv()
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        while len(rest) < length:
+            rest += self._recv()
+        self.buffer = rest[length:]
+        return status, rest[:length]
+
+    def _recv(self) -> bytes:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the writer closed the connection")
+        return chunk
+
+    def close(self) -> None:
+        self.conn.close()
+        if hasattr(self, "sock"):
+            self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def rate(fn: Callable[[int], Any], ops: int) -> float:
+    """Writes per second of ``ops`` sequential calls ``fn(i)``."""
     start = time.perf_counter()
-    for i in range(OPS):
+    for i in range(ops):
         fn(i)
-    return OPS / (time.perf_counter() - start)
+    return ops / (time.perf_counter() - start)
 
 
-def measure(shapes: dict[str, dict[str, Callable[[int], Any]]]) -> dict[str, Any]:
+def measure(shapes: dict[str, dict[str, Callable[[int], Any]]], *, ops: int, reps: int,
+            warmup: int = 30, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
     """Median writes/s of every variant of every shape, A/B/C-alternated, with ratios."""
     results: dict[str, Any] = {}
     for shape, variants in shapes.items():
         for fn in variants.values():  # warm-up: connections, caches
-            for i in range(30):
+            for i in range(warmup):
                 fn(i)
         samples: dict[str, list[float]] = {name: [] for name in variants}
         names = list(variants)
-        for rep in range(REPS):
+        for rep in range(reps):
             order = names[rep % len(names) :] + names[: rep % len(names)]
             for name in order:
-                samples[name].append(rate(variants[name]))
-        medians = {name: statistics.median(v) for name, v in samples.items()}
+                samples[name].append(rate(variants[name], ops))
+            log(f"  P8 {shape} rep {rep + 1}: "
+                + " ".join(f"{n} {samples[n][-1]:.0f}/s" for n in names))  # fmt: skip
+        raw = samples["raw_txn"]
         results[shape] = {
             name: {
-                "writes_per_s": round(medians[name], 1),
-                "ratio_to_raw": round(medians[name] / medians["raw_txn"], 3),
+                "writes_per_s": round(statistics.median(samples[name]), 1),
                 "samples": [round(s, 1) for s in samples[name]],
+                "ratio_to_raw": _ratio(samples[name], raw),
             }
             for name in names
         }
     return results
 
 
-def report(results: dict[str, Any], meta: dict[str, Any]) -> None:
-    """Print the table and write ``bench/results/writer.json``."""
-    print(f"{'shape':<20}{'variant':<10}{'writes/s':>10}{'ratio':>8}")
-    for shape, variants_out in results.items():
-        for name, row in variants_out.items():
-            print(f"{shape:<20}{name:<10}{row['writes_per_s']:>10.1f}{row['ratio_to_raw']:>8.3f}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"written to {RESULTS.relative_to(ROOT)}")
+def _ratio(ours: list[float], base: list[float]) -> dict[str, Any]:
+    ratios = [o / b for o, b in zip(ours, base, strict=True)]
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3), "samples": [round(r, 3) for r in ratios]}  # fmt: skip
 
 
-def main() -> int:
-    """Start etcd, a fenced leader and its HTTP API; measure; print and save the table."""
-    with EtcdMember("bench") as member:
-        client = make_client([member.endpoint])
-        layout = KeyLayout("/bench/")
-        port = free_port()
-        leadership = Leadership(client=client, layout=layout, name="bench",
-                                address=f"http://127.0.0.1:{port}").start()  # fmt: skip
-        assert leadership.wait_until_leader(5), "no leadership"
+def run(endpoint: str, *, ops: int = OPS, reps: int = REPS, warmup: int = 30,
+        log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """P8 against the etcd at ``endpoint``: ``{"shapes": {...}, "method": ...}``."""
+    import structlog  # noqa: PLC0415
+
+    # Quiet the library's per-write JSON log here (the writer process logs to its file).
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    client = make_client([endpoint])
+    layout = KeyLayout(LIB_ROOT)
+    leadership = Leadership(client=client, layout=layout, name="bench",
+                            address="http://127.0.0.1:9").start()  # fmt: skip
+    server: HttpWriter | None = None
+    try:
+        assert leadership.wait_until_leader(10), "no leadership"
         writer = Writer(client=client, layout=layout, leadership=leadership)
-        server = uvicorn.Server(uvicorn.Config(
-            create_writer_app(writer, token=None), host="127.0.0.1", port=port,
-            log_level="error", lifespan="off", access_log=False))  # fmt: skip
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}{PREFIX}", timeout=10)
-        for _ in range(100):
-            try:
-                http.get("/config/controller")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        server = HttpWriter(endpoint)
         tx = client.transactions
         limit_key = layout.service_limit(1)
         group_key = layout.settings("bench")
         writer.add_group(group(1))
+        status, body = server.request("POST", f"{PREFIX}/config/group",
+                                      json.dumps(group(1).model_dump(mode="json",
+                                                 exclude_none=True)).encode())  # fmt: skip
+        assert status == 200, body
+        count = max(ops, warmup)
+        limit_path = f"{PREFIX}/config/keyspace/service-limit?keyspace_id=1"
+        group_path = f"{PREFIX}/config/group"
+        limit_requests = [
+            server.raw_request("POST", limit_path, json.dumps({"service_limit": i}).encode())
+            for i in range(count)
+        ]
+        modify_requests = [
+            server.raw_request("PUT", group_path, json.dumps(
+                group(i + 2).model_dump(mode="json", exclude_none=True)).encode())
+            for i in range(count)
+        ]  # fmt: skip
 
         def raw_limit(i: int) -> None:
             ok, _ = client.transaction(
@@ -149,14 +259,12 @@ def main() -> int:
             assert ok
 
         def http_limit(i: int) -> None:
-            r = http.post("/config/keyspace/service-limit", params={"keyspace_id": 1},
-                          json={"service_limit": i})  # fmt: skip
-            assert r.status_code == 200, r.text
+            status, body = server.send(limit_requests[i])
+            assert status == 200, body
 
         def http_modify(i: int) -> None:
-            body = group(i + 2).model_dump(mode="json", exclude_none=True)
-            r = http.put("/config/group", json=body)
-            assert r.status_code == 200, r.text
+            status, body = server.send(modify_requests[i])
+            assert status == 200, body
 
         shapes: dict[str, dict[str, Callable[[int], Any]]] = {
             "set_service_limit": {
@@ -170,20 +278,40 @@ def main() -> int:
                 "http": http_modify,
             },
         }
-        # Quiet the per-write JSON log during measurement (it is to stdout by default).
-        import structlog  # noqa: PLC0415
-
-        structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
-        results = measure(shapes)
-        server.should_exit = True
-        thread.join(5)
-        http.close()
+        results = measure(shapes, ops=ops, reps=reps, warmup=warmup, log=log)
+    finally:
+        if server is not None:
+            server.close()
         leadership.close()
         client.close()
-        meta = {"etcd": etcd_version(member.binary), "python": platform.python_version(),
-                "ops_per_sample": OPS, "reps": REPS, "machine": platform.machine(),
-                "cpus": __import__("os").cpu_count()}  # fmt: skip
-    report(results, meta)
+    return {
+        "ops_per_sample": ops,
+        "reps": reps,
+        "shapes": results,
+        "method": "sequential writes, one at a time; raw/library in this process (library "
+        "log quieted), http = `rmwatch writer` process (its log to a file) over one "
+        "keep-alive raw-socket HTTP/1.1 connection, request bytes prepared beforehand",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start etcd, measure, print and save the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", type=int, default=OPS)
+    parser.add_argument("--reps", type=int, default=REPS)
+    args = parser.parse_args(argv)
+    with EtcdMember("bench") as member:
+        out = run(member.endpoint, ops=args.ops, reps=args.reps)
+        version = etcd_version(member.binary)
+    meta = {"etcd": version, "python": platform.python_version(), "cpus": os.cpu_count()}
+    print(f"{'shape':<20}{'variant':<10}{'writes/s':>10}{'ratio':>8}")
+    for shape, variants_out in out["shapes"].items():
+        for name, row in variants_out.items():
+            print(f"{shape:<20}{name:<10}{row['writes_per_s']:>10.1f}"
+                  f"{row['ratio_to_raw']['median']:>8.3f}")  # fmt: skip
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"meta": meta, **out}, indent=2) + "\n")
+    print(f"written to {RESULTS.relative_to(ROOT)}")
     return 0
 
 

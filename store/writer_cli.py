@@ -9,6 +9,7 @@ the server exits with status 0.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import signal
 import socket
@@ -126,6 +127,18 @@ def configure_logging() -> None:
     )
 
 
+def server_options() -> dict[str, Any]:
+    """uvicorn options of both services: httptools and uvloop (runtime dependencies; plain
+    h11/asyncio where they are not installable) and no access log. On 2 CPUs httptools+uvloop
+    took the replica's group GET from ~1.9k to ~2.6k req/s, the writer's service-limit POST
+    from ~470 to ~530 writes/s (README, "Benchmarks")."""
+    return {
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "access_log": False,
+    }
+
+
 class _DrainingServer(uvicorn.Server):
     """uvicorn that drains the writer on SIGTERM/SIGINT before it stops serving.
 
@@ -179,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
              root_prefix=settings.root_prefix, lease_ttl=settings.lease_ttl,
              bearer_token=token is not None, **settings.etcd_summary())  # fmt: skip
     leadership.start()
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                            **server_options())  # fmt: skip
     server = _DrainingServer(config, drainer)
     try:
         server.run()
@@ -190,4 +204,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["WriterSettings", "register", "run", "settings_from_args"]
+__all__ = ["WriterSettings", "register", "run", "server_options", "settings_from_args"]
