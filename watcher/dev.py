@@ -144,7 +144,11 @@ def run(args: argparse.Namespace) -> int:
                 _spawn(["writer", "--etcd", etcd.endpoint, "--listen", writer_listen,
                         "--name", "dev-writer"])
             )  # fmt: skip
-            procs.append(_spawn(["replica", "--etcd", etcd.endpoint, "--listen", replica_listen]))
+            # No load balancer to drain from here: Ctrl-C stops the replica at once (not 5 s).
+            procs.append(
+                _spawn(["replica", "--etcd", etcd.endpoint, "--listen", replica_listen,
+                        "--drain-seconds", "0"])
+            )  # fmt: skip
             _wait_http(f"{writer}/health", 30, "writer", procs)
             _wait_http(f"{replica}/ready", 30, "replica", procs)
             _ensure_default(writer)
