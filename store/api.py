@@ -43,6 +43,7 @@ from store.errors import (
     RmwatchError,
     WriteError,
 )
+from store.http_body import BodyTooLargeError, read_body
 from store.keys import parse_keyspace_id
 from store.leadership import read_leader
 from store.models import ResourceGroup
@@ -153,17 +154,10 @@ class _Api:
                              {"WWW-Authenticate": "Bearer"})  # fmt: skip
 
     async def read_body(self, request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body:
-            raise _HTTPError(413, f"request body over {self.max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body:
-                raise _HTTPError(413, f"request body over {self.max_body} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_body(request, self.max_body)
+        except BodyTooLargeError:
+            raise _HTTPError(413, f"request body over {self.max_body} bytes") from None
 
     async def keyspace(self, request: Request, name: str | None = None) -> int | None:
         """The keyspace id of a request: ``keyspace_name`` (PD), ``keyspace_id`` (ours), or

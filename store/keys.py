@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from store.errors import InvalidKeyError
+from store.errors import DecodeError, InvalidKeyError
 
 NULL_KEYSPACE_ID = 0xFFFFFFFF
 """The null keyspace: groups that belong to no keyspace (PD's constant.NullKeyspaceID)."""
@@ -46,6 +46,14 @@ def parse_keyspace_id(text: str) -> int:
     if value > NULL_KEYSPACE_ID:
         raise ValueError(f"keyspace id {value} exceeds {NULL_KEYSPACE_ID}")
     return value
+
+
+def parse_keyspace_index(key: str, data: bytes) -> int:
+    """The keyspace id stored under PD's index key ``key``; DecodeError naming it if bad."""
+    try:
+        return parse_keyspace_id(data.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DecodeError(key, str(exc)) from None
 
 
 def normalize_root_prefix(root_prefix: str) -> str:
@@ -89,6 +97,10 @@ class KeyLayout:
     def service_limit(self, keyspace_id: int = NULL_KEYSPACE_ID) -> str:
         """Key of a keyspace's service limit; the null keyspace has no legacy form here."""
         return f"{self._prefix}keyspace/service_limits/{keyspace_id}"
+
+    def keyspace_index(self, name: str) -> str:
+        """PD's keyspace name → id index key (outside ``resource_group/``; decimal id value)."""
+        return f"{self.root_prefix}keyspaces/id/{name}"
 
     def key_for(self, parsed: ParsedKey) -> str:
         """The key a ParsedKey came from (inverse of ``parse``)."""

@@ -59,7 +59,7 @@ from store.errors import (
     WriteRefusedError,
 )
 from store.etcd import EtcdConfig, call_with_retry, connect, is_transient, txn
-from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_id
+from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_index
 from store.leadership import Leadership
 from store.metrics import WriterMetrics
 from store.models import (
@@ -616,15 +616,12 @@ class Writer:
 
     def resolve_keyspace(self, name: str) -> int:
         """A keyspace name to its id, through PD's index key ``keyspaces/id/{name}``."""
-        key = f"{self.layout.root_prefix}keyspaces/id/{name}"
+        key = self.layout.keyspace_index(name)
         values, _, _ = self._read_keys([key])
         data = values[key]
         if data is None:
             raise NotFoundError("keyspace not found")
-        try:
-            return parse_keyspace_id(data.decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise DecodeError(key, str(exc)) from None
+        return parse_keyspace_index(key, data)
 
 
 def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:

@@ -43,6 +43,14 @@ from store.writer import Writer
 log = structlog.get_logger("rmwatch.writer_cli")
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``--listen HOST:PORT`` as (host, port); ``:8080`` means every interface."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen {listen!r} must be HOST:PORT")
+    return host or "0.0.0.0", int(port)
+
+
 class WriterSettings(EtcdAuthOptions):
     """Settings of ``rmwatch writer``; each field is also ``RMWATCH_<FIELD>`` in the env.
 
@@ -66,10 +74,7 @@ class WriterSettings(EtcdAuthOptions):
 
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port."""
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"--listen {self.listen!r} must be HOST:PORT")
-        return host or "0.0.0.0", int(port)  # ":8080": every interface
+        return split_listen(self.listen)
 
     def address(self) -> str:
         """Where the other writers reach this one (``--advertise-url`` or ``http://listen``)."""

@@ -19,7 +19,7 @@ from harness import free_port
 
 from store.api import PREFIX
 from store.keys import KeyLayout
-from watcher.keyspaces import KeyspaceResolver, keyspace_index_key
+from watcher.keyspaces import KeyspaceResolver
 from watcher.replica import Replica
 from watcher.sidecar import create_sidecar_app
 
@@ -91,7 +91,7 @@ def sidecar(
 
 def put_keyspace(client: Any, layout: KeyLayout, name: str, keyspace_id: int) -> int:
     """Create PD's keyspace index entry ``keyspaces/id/{name}`` → id; return the revision."""
-    return int(client.put(keyspace_index_key(layout, name), str(keyspace_id)).header.revision)
+    return int(client.put(layout.keyspace_index(name), str(keyspace_id)).header.revision)
 
 
 def revision_of(response: httpx.Response) -> int:

@@ -16,7 +16,7 @@ from store.api import create_writer_app
 from store.keys import KeyLayout
 from store.leadership import read_leader
 from watcher.forward import SIDECAR_FORWARDED_HEADER
-from watcher.keyspaces import KeyspaceResolver, keyspace_index_key
+from watcher.keyspaces import KeyspaceResolver
 from watcher.replica import Replica
 from watcher.sidecar import FORBIDDEN_FORWARD_HEADER, create_sidecar_app
 
@@ -69,7 +69,7 @@ class TestForwarding:
     ) -> None:
         """POST/PUT/DELETE on every write route commit through the leader; a read with
         min_revision = the forwarded X-Revision sees each write (read your writes)."""
-        etcd_client.put(keyspace_index_key(layout, "ks1"), "7")
+        etcd_client.put(layout.keyspace_index("ks1"), "7")
 
         def write(method: str, path: str, body: Any = None) -> int:
             response = sidecar_fw.request(method, API + path, json=body)

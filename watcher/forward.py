@@ -27,6 +27,7 @@ from fastapi import Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
+from store.http_body import BodyTooLargeError, read_body
 from watcher.http_metrics import SidecarMetrics
 
 log = structlog.get_logger("rmwatch.sidecar")
@@ -53,26 +54,6 @@ _DROP_RESPONSE = frozenset(
 
 # Failures that happen before a byte of the request left: safe to try another address.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-
-
-class BodyTooLargeError(Exception):
-    """A request body over ``max_body`` bytes."""
-
-
-async def read_body(request: Request, max_body: int) -> bytes:
-    """The request body, refusing (BodyTooLargeError) more than ``max_body`` bytes without
-    buffering them: the declared length is checked first, then the bytes as they stream in."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_body:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_body:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _text(status: int, message: str) -> Response:

@@ -17,20 +17,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store.errors import DecodeError
 from store.etcd import call_with_retry
-from store.keys import KeyLayout, parse_keyspace_id
+from store.keys import KeyLayout, parse_keyspace_index
 
 DEFAULT_TTL = 30.0
 # Bounded so a client cycling through random names cannot grow memory without limit.
 MAX_ENTRIES = 4096
 # A lookup retries transient etcd errors for at most 2 s: it sits on a request's path.
 LOOKUP_DEADLINE = 2.0
-
-
-def keyspace_index_key(layout: KeyLayout, name: str) -> str:
-    """PD's name → id index key of a keyspace."""
-    return f"{layout.root_prefix}keyspaces/id/{name}"
 
 
 class KeyspaceResolver:
@@ -62,16 +56,13 @@ class KeyspaceResolver:
             hit = self._cache.get(name)
         if hit is not None and hit[1] > now:
             return hit[0]
-        key = keyspace_index_key(self._layout, name)
+        key = self._layout.keyspace_index(name)
         value, _meta = call_with_retry(
             lambda: self._client.get(key), deadline=LOOKUP_DEADLINE, what=f"get {key}"
         )
         if value is None:
             return None
-        try:
-            keyspace_id = parse_keyspace_id(bytes(value).decode("ascii").strip())
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise DecodeError(key, str(exc)) from None
+        keyspace_id = parse_keyspace_index(key, bytes(value))
         with self._lock:
             if len(self._cache) >= MAX_ENTRIES:
                 self._cache.clear()  # rare; a full reload costs one etcd get per name
@@ -79,4 +70,4 @@ class KeyspaceResolver:
         return keyspace_id
 
 
-__all__ = ["DEFAULT_TTL", "KeyspaceResolver", "keyspace_index_key"]
+__all__ = ["DEFAULT_TTL", "KeyspaceResolver"]

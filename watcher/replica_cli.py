@@ -35,7 +35,7 @@ from store.etcd_options import (
 )
 from store.keys import KeyLayout
 from store.leadership import read_leader
-from store.writer_cli import configure_logging, server_options
+from store.writer_cli import configure_logging, server_options, split_listen
 from watcher.drain import DrainState
 from watcher.forward import DEFAULT_FORWARD_TIMEOUT
 from watcher.keyspaces import KeyspaceResolver
@@ -68,10 +68,7 @@ class ReplicaSettings(EtcdAuthOptions):
 
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``:8081`` means every interface)."""
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"--listen {self.listen!r} must be HOST:PORT")
-        return host or "0.0.0.0", int(port)
+        return split_listen(self.listen)
 
 
 _FLAGS = ("etcd", "listen", "root_prefix", "writer_url", "forward", "max_staleness",
