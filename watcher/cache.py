@@ -270,10 +270,6 @@ class Snapshot:
         value = self._value(self.layout.controller())
         return value if isinstance(value, ControllerConfig) else ControllerConfig()
 
-    def controller_stored(self) -> bool:
-        """Whether a (good) controller config is stored, as opposed to defaults."""
-        return isinstance(self._value(self.layout.controller()), ControllerConfig)
-
     def service_limit(self, keyspace_id: int = NULL_KEYSPACE_ID) -> ServiceLimit | None:
         """A keyspace's service limit, if set."""
         value = self._value(self.layout.service_limit(keyspace_id))
