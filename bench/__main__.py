@@ -48,8 +48,8 @@ from bench._common import (
     group_value,
     summary,
 )
-from store.keys import KeyLayout
-from watcher.replica import Replica
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.replica import Replica
 
 RESULTS_DIR = ROOT / "bench" / "results"
 DEFAULT_SIZES = (10_000, 50_000, 100_000, 200_000)
@@ -110,7 +110,7 @@ def memory_point(endpoint: str, pop: Population, n: int, reps: int) -> dict[str,
     ours: list[float] = []
     raw: list[float] = []
     for rep in range(reps):
-        for kind in (["ours", "raw"] if rep % 2 == 0 else ["raw", "ours"]):
+        for kind in ["ours", "raw"] if rep % 2 == 0 else ["raw", "ours"]:
             if kind == "ours":
                 ours.append(replica_steady_bytes(endpoint, n))
             else:
@@ -224,22 +224,28 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
     r = results
     p1 = r.get("P1")
     if p1:
-        add("P1", f"time-to-ready {p1['groups']} groups / raw paginated range",
-            p1["ratio_vs_raw_range"], "<=", 2.0)
+        add(
+            "P1",
+            f"time-to-ready {p1['groups']} groups / raw paginated range",
+            p1["ratio_vs_raw_range"],
+            "<=",
+            2.0,
+        )
     for key, label in (("P2", "1 ev/rev"), ("P2b", "20 ev/rev")):
         p2 = r.get(key)
         if p2:
-            add(key, f"live watch events/s / raw watch loop ({label})", p2["rate_ratio"],
-                ">=", 0.95)
-            add(key, f"write->visible p99 / raw watch loop ({label})", p2["p99_ratio"],
-                "<=", 1.1)
+            add(
+                key, f"live watch events/s / raw watch loop ({label})", p2["rate_ratio"], ">=", 0.95
+            )
+            add(key, f"write->visible p99 / raw watch loop ({label})", p2["p99_ratio"], "<=", 1.1)
     p3 = r.get("P3")
     if p3:
         add("P3", "catch-up replay events/s / raw watch from R+1", p3["rate_ratio"], ">=", 0.7)
     p4 = r.get("P4")
     if p4:
-        add("P4", "get_group/s / serializable etcd get/s", p4["ours_vs_etcd_speedup"], ">=",
-            1000, 0)
+        add(
+            "P4", "get_group/s / serializable etcd get/s", p4["ours_vs_etcd_speedup"], ">=", 1000, 0
+        )
         add("P4", "get_group time / dict.get time", p4["ours_vs_dict_slowdown"], "<=", 3)
     p5 = r.get("P5")
     if p5:
@@ -252,21 +258,35 @@ def figures(results: dict[str, Any]) -> list[dict[str, Any]]:
                      f"{sum(p6['reads_during_rebuild'])})", "median": failed, "min": min(
                      p6["failed_reads"]), "max": max(p6["failed_reads"]), "goal": "= 0",
                      "met": failed == 0, "digits": 0})  # fmt: skip
-        add("P6", "rebuild time (reader hammering) / cold start", p6["rebuild_vs_cold_start"],
-            "<=", 1.2)
+        add(
+            "P6",
+            "rebuild time (reader hammering) / cold start",
+            p6["rebuild_vs_cold_start"],
+            "<=",
+            1.2,
+        )
     p7 = r.get("P7")
     if p7:
-        add("P7", "replica memory / raw key+value bytes", p7["ratio_vs_key_plus_value"], "<=",
-            3, 2)
+        add("P7", "replica memory / raw key+value bytes", p7["ratio_vs_key_plus_value"], "<=", 3, 2)
         add("P7", "rebuild peak / steady memory", p7["rebuild_peak_over_steady"], "<=", 2, 2)
     p8 = r.get("P8")
     if p8:
         for shape, label in (("set_service_limit", "put"), ("modify_group", "read-modify-write")):
             variants = p8["shapes"][shape]
-            add("P8", f"writer library writes/s / raw txn ({label})",
-                variants["library"]["ratio_to_raw"], ">=", 0.8)
-            add("P8", f"writer HTTP writes/s / raw txn ({label})",
-                variants["http"]["ratio_to_raw"], ">=", 0.5)
+            add(
+                "P8",
+                f"writer library writes/s / raw txn ({label})",
+                variants["library"]["ratio_to_raw"],
+                ">=",
+                0.8,
+            )
+            add(
+                "P8",
+                f"writer HTTP writes/s / raw txn ({label})",
+                variants["http"]["ratio_to_raw"],
+                ">=",
+                0.5,
+            )
     return rows
 
 
@@ -289,17 +309,32 @@ def table(rows: list[dict[str, Any]]) -> list[str]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny and fast (~10 s): checks the plumbing, figures mean nothing")
-    parser.add_argument("--groups", default=",".join(map(str, DEFAULT_SIZES)),
-                        help="sweep sizes, comma-separated (default %(default)s)")
-    parser.add_argument("--max-groups", type=int, default=None,
-                        help="drop sweep sizes above this (a shorter run)")
-    parser.add_argument("--p-groups", type=int, default=P_GROUPS,
-                        help="size the replica pairs run at (default %(default)s)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny and fast (~10 s): checks the plumbing, figures mean nothing",
+    )
+    parser.add_argument(
+        "--groups",
+        default=",".join(map(str, DEFAULT_SIZES)),
+        help="sweep sizes, comma-separated (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-groups", type=int, default=None, help="drop sweep sizes above this (a shorter run)"
+    )
+    parser.add_argument(
+        "--p-groups",
+        type=int,
+        default=P_GROUPS,
+        help="size the replica pairs run at (default %(default)s)",
+    )
     parser.add_argument("--reps", type=int, default=None, help="reps per figure (default 5)")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR,
-                        help="directory of latest.json and the plots (default bench/results)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS_DIR,
+        help="directory of latest.json and the plots (default bench/results)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--phases", default="replica,sidecar,writer",
                         help="subset of replica,sidecar,writer")  # fmt: skip

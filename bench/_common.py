@@ -20,9 +20,9 @@ if str(ROOT / "tests") not in sys.path:
 
 from harness import EtcdMember, etcd_version  # noqa: E402,F401
 
-from store.codec import encode_settings  # noqa: E402
-from store.etcd import EtcdConfig, connect  # noqa: E402
-from store.models import ResourceGroup  # noqa: E402
+from rmwatch.store.codec import encode_settings  # noqa: E402
+from rmwatch.store.etcd import EtcdConfig, connect  # noqa: E402
+from rmwatch.store.models import ResourceGroup  # noqa: E402
 
 TXN_OPS = 100  # puts per bulk-load transaction (etcd's --max-txn-ops default is 128)
 _JOB_TYPES = ["br", "lightning", "ddl", "stats", "analyze", "import_into"]
@@ -52,9 +52,13 @@ def group_model(i: int, variant: int = 0) -> ResourceGroup:
             }
         },
         "RUStats": {
-            "r_r_u": 1234.5 + v, "w_r_u": 567.25 + v, "read_bytes": 1.5e9 + v,
-            "write_bytes": 2.5e8 + v, "total_cpu_time_ms": 98765.125 + v,
-            "sql_layer_cpu_time_ms": 4321.0625 + v, "kv_read_rpc_count": 1e6 + v,
+            "r_r_u": 1234.5 + v,
+            "w_r_u": 567.25 + v,
+            "read_bytes": 1.5e9 + v,
+            "write_bytes": 2.5e8 + v,
+            "total_cpu_time_ms": 98765.125 + v,
+            "sql_layer_cpu_time_ms": 4321.0625 + v,
+            "kv_read_rpc_count": 1e6 + v,
             "kv_write_rpc_count": 5e5 + v,
         },
     }
@@ -87,7 +91,7 @@ def connect_to(endpoint: str) -> Any:
 
 def bulk_put(client: Any, items: Sequence[tuple[str, bytes]], ops: int = TXN_OPS) -> int:
     """Write ``items`` in ``ops``-put transactions; return the last commit revision."""
-    from store.etcd import txn  # noqa: PLC0415
+    from rmwatch.store.etcd import txn  # noqa: PLC0415
 
     revision = 0
     for start in range(0, len(items), ops):

@@ -2,7 +2,7 @@
 
 Run from the repo root: ``python -m bench.replica_bench [--groups N] [--reps K] [--quick]``.
 It starts its own etcd (tests/harness ``EtcdMember``), loads N realistic groups (~270 B
-protobuf values written by ``store.codec.encode_settings``) under two root prefixes with the
+protobuf values written by ``rmwatch.store.codec.encode_settings``) under two root prefixes with the
 same keys and values -- ``/bench/`` (the replica's) and ``/rawside/`` (the raw consumers' for
 the live-watch and catch-up pairs, so a raw rep never feeds the replica and vice versa) --
 and then measures every pair A/B-alternated (ours, raw, ours, raw, ...). Each figure is the
@@ -58,11 +58,11 @@ from bench._common import (
     reset_hwm,
     summary,
 )
-from store.codec import decode_settings
-from store.keys import KeyLayout
-from watcher.cache import ChangeEvent
-from watcher.replica import Replica
-from watcher.stream import WatchSession
+from rmwatch.store.codec import decode_settings
+from rmwatch.store.etcd.watch import WatchSession
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.cache import ChangeEvent
+from rmwatch.watcher.replica import Replica
 
 RESULTS = ROOT / "bench" / "results" / "replica.json"
 OURS_ROOT = "/bench/"
@@ -306,7 +306,7 @@ def writer_run(
     send: dict[int, float],
 ) -> None:  # fmt: skip
     """``ops`` writes (puts, or ``batch``-put txns) at max rate; send[rev] = issue time."""
-    from store.etcd import txn  # noqa: PLC0415
+    from rmwatch.store.etcd import txn  # noqa: PLC0415
 
     nk = len(keys)
     for j in range(ops):
@@ -431,8 +431,9 @@ def run_p2(
         "p50_ratio": ratio_summary(col["ours"]["p50_ms"], col["raw"]["p50_ms"]),
         "p99_ratio": ratio_summary(col["ours"]["p99_ms"], col["raw"]["p99_ms"]),
         # every rep's write->visible latencies pooled, as 200 quantiles (the CDF plot)
-        "latency_cdf_ms": {k: quantiles([x for row in v for x in row["lat_ms"]])
-                           for k, v in rows.items()},
+        "latency_cdf_ms": {
+            k: quantiles([x for row in v for x in row["lat_ms"]]) for k, v in rows.items()
+        },
     }
 
 
@@ -611,7 +612,7 @@ _compactors: dict[str, Any] = {}
 def compact_client(endpoint: str) -> Any:
     """A client with a 120 s deadline: a physical compaction of a long history takes > 5 s."""
     if endpoint not in _compactors:
-        from store.etcd import EtcdConfig, connect  # noqa: PLC0415
+        from rmwatch.store.etcd import EtcdConfig, connect  # noqa: PLC0415
 
         _compactors[endpoint] = connect(EtcdConfig.parse([endpoint], timeout=120.0))
     return _compactors[endpoint]
@@ -734,7 +735,8 @@ def run_p6(replica: Replica, gate: Gate, writer: Any, values: list[bytes], endpo
         "last_rebuild_transition": rebuilt_causes[-1] if rebuilt_causes else None,
         # the rep whose rebuild time is the median: reads per 100 ms around it
         "timeline": sorted(timelines, key=lambda t: t["done_s"] - t["release_s"])[
-            len(timelines) // 2],
+            len(timelines) // 2
+        ],
     }
 
 
@@ -832,31 +834,62 @@ def table(results: dict[str, Any]) -> list[str]:
 
     p1 = results.get("P1")
     if p1:
-        add("P1", "ready time / raw range (no decode)", p1["ratio_vs_raw_range"], "<= 2.0x",
-            p1["ratio_vs_raw_range"]["median"] <= 2.0)
+        add(
+            "P1",
+            "ready time / raw range (no decode)",
+            p1["ratio_vs_raw_range"],
+            "<= 2.0x",
+            p1["ratio_vs_raw_range"]["median"] <= 2.0,
+        )
         if "ratio_vs_raw_range_decode" in p1:
             add("P1", "ready time / raw range + decode_settings",
                 p1["ratio_vs_raw_range_decode"], "(info)", True)  # fmt: skip
     for key, label in (("P2", "1 ev/rev"), ("P2b", "20 ev/rev")):
         p2 = results.get(key)
         if p2:
-            add(key, f"live events/s ours/raw ({label})", p2["rate_ratio"], ">= 0.95x",
-                p2["rate_ratio"]["median"] >= 0.95)
-            add(key, f"write->visible p99 ours/raw ({label})", p2["p99_ratio"], "<= 1.1x",
-                p2["p99_ratio"]["median"] <= 1.1)
+            add(
+                key,
+                f"live events/s ours/raw ({label})",
+                p2["rate_ratio"],
+                ">= 0.95x",
+                p2["rate_ratio"]["median"] >= 0.95,
+            )
+            add(
+                key,
+                f"write->visible p99 ours/raw ({label})",
+                p2["p99_ratio"],
+                "<= 1.1x",
+                p2["p99_ratio"]["median"] <= 1.1,
+            )
             add(key, f"write->visible p50 ours/raw ({label})", p2["p50_ratio"], "(info)", True)
     p3 = results.get("P3")
     if p3:
-        add("P3", "catch-up ev/s ours/raw, same request (100 ev/rev)", p3["rate_ratio"],
-            ">= 0.7x", p3["rate_ratio"]["median"] >= 0.7)
+        add(
+            "P3",
+            "catch-up ev/s ours/raw, same request (100 ev/rev)",
+            p3["rate_ratio"],
+            ">= 0.7x",
+            p3["rate_ratio"]["median"] >= 0.7,
+        )
         add("P3", "catch-up ev/s ours/raw asking prev_kv", p3["rate_ratio_vs_prev_kv"],
             "(info)", True)  # fmt: skip
     p4 = results.get("P4")
     if p4:
-        add("P4", "get_group/s over serializable get/s", p4["ours_vs_etcd_speedup"], ">= 1000x",
-            p4["ours_vs_etcd_speedup"]["median"] >= 1000, 1)
-        add("P4", "get_group time / dict.get time", p4["ours_vs_dict_slowdown"], "<= 3x",
-            p4["ours_vs_dict_slowdown"]["median"] <= 3)
+        add(
+            "P4",
+            "get_group/s over serializable get/s",
+            p4["ours_vs_etcd_speedup"],
+            ">= 1000x",
+            p4["ours_vs_etcd_speedup"]["median"] >= 1000,
+            1,
+        )
+        add(
+            "P4",
+            "get_group time / dict.get time",
+            p4["ours_vs_dict_slowdown"],
+            "<= 3x",
+            p4["ours_vs_dict_slowdown"]["median"] <= 3,
+        )
         add("P4", "snapshot().get_group time / dict.get", p4["snapshot_call_vs_dict_slowdown"],
             "(info)", True)  # fmt: skip
         add("P4", "held snapshot.get_group / dict.get", p4["held_snapshot_vs_dict_slowdown"],
@@ -866,18 +899,35 @@ def table(results: dict[str, Any]) -> list[str]:
         failed = sum(p6["failed_reads"])
         rows.append(("P6", f"failed reads during rebuild (of {sum(p6['reads_during_rebuild'])})",
                      str(failed), "0", "PASS" if failed == 0 else "FAIL"))  # fmt: skip
-        add("P6", "rebuild (reader hammering) / cold start", p6["rebuild_vs_cold_start"],
-            "<= 1.2x", p6["rebuild_vs_cold_start"]["median"] <= 1.2)
+        add(
+            "P6",
+            "rebuild (reader hammering) / cold start",
+            p6["rebuild_vs_cold_start"],
+            "<= 1.2x",
+            p6["rebuild_vs_cold_start"]["median"] <= 1.2,
+        )
         add("P6", "process RSS peak in rebuild / RSS before", p6["process_peak_over_rss"],
             "(info)", True)  # fmt: skip
     p7 = results.get("P7")
     if p7:
-        add("P7", "replica traced bytes / (key+value bytes)", p7["ratio_vs_key_plus_value"],
-            "<= 3x", p7["ratio_vs_key_plus_value"]["median"] <= 3, 2)
+        add(
+            "P7",
+            "replica traced bytes / (key+value bytes)",
+            p7["ratio_vs_key_plus_value"],
+            "<= 3x",
+            p7["ratio_vs_key_plus_value"]["median"] <= 3,
+            2,
+        )
         add("P7", "replica traced / raw pages dict traced", p7["ratio_vs_raw_dict"], "(info)",
             True, 2)  # fmt: skip
-        add("P7", "rebuild peak / steady (traced)", p7["rebuild_peak_over_steady"], "<= 2x",
-            p7["rebuild_peak_over_steady"]["median"] <= 2, 2)
+        add(
+            "P7",
+            "rebuild peak / steady (traced)",
+            p7["rebuild_peak_over_steady"],
+            "<= 2x",
+            p7["rebuild_peak_over_steady"]["median"] <= 2,
+            2,
+        )
     w = [max(len(r[i]) for r in rows) for i in range(5)]
     head = ("id", "figure (ours vs baseline, same run)", "median [min-max]", "goal", "")
     w = [max(w[i], len(head[i])) for i in range(5)]
@@ -1053,8 +1103,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _cpu_model() -> str:
     try:
-        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True,
-                             timeout=5).stdout
+        out = subprocess.run(
+            ["lscpu"], check=False, capture_output=True, text=True, timeout=5
+        ).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 return line.split(":", 1)[1].strip()

@@ -12,7 +12,7 @@ import time
 
 from bench._common import EtcdMember, connect_to
 from bench.replica_bench import OURS_ROOT, Gate, backlog, populate
-from watcher.replica import Replica
+from rmwatch.watcher.replica import Replica
 
 _stats = {"t0": 0.0, "by_gen": [0.0, 0.0, 0.0], "count": [0, 0, 0]}
 
@@ -33,9 +33,12 @@ def _reset() -> None:
 
 def _report(what: str, wall: float) -> None:
     total = sum(_stats["by_gen"])
-    print(f"{what}: wall {wall:.2f}s, in GC {total:.2f}s ({100 * total / wall:.0f}%) "
-          f"by generation {[round(x, 3) for x in _stats['by_gen']]} "
-          f"collections {_stats['count']}", flush=True)
+    print(
+        f"{what}: wall {wall:.2f}s, in GC {total:.2f}s ({100 * total / wall:.0f}%) "
+        f"by generation {[round(x, 3) for x in _stats['by_gen']]} "
+        f"collections {_stats['count']}",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -58,8 +61,9 @@ def main() -> int:
             del replica
             gc.collect()
         gate = Gate()
-        replica = Replica(endpoints=[member.endpoint], root_prefix=OURS_ROOT,
-                          session_factory=gate.factory).start()
+        replica = Replica(
+            endpoints=[member.endpoint], root_prefix=OURS_ROOT, session_factory=gate.factory
+        ).start()
         replica.wait_ready(600)
         if args.freeze:
             gc.freeze()
@@ -70,8 +74,10 @@ def main() -> int:
             t0 = time.perf_counter()
             gate.release()
             replica.wait_for_revision(last, 600)
-            _report("catch-up 10000 events" + (" (after gc.freeze)" if args.freeze else ""),
-                    time.perf_counter() - t0)
+            _report(
+                "catch-up 10000 events" + (" (after gc.freeze)" if args.freeze else ""),
+                time.perf_counter() - t0,
+            )
         gc.callbacks.remove(_cb)
         gate.close()
         replica.close()

@@ -23,10 +23,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from bench._common import ROOT, group_name, group_value, summary
-from store._pb import rmwatch_rm_pb2 as pb
-from store.codec import _known_in_unknown, _message_to_dict, decode_settings, decode_value
-from store.keys import KeyLayout
-from store.models import (
+from rmwatch.store._pb import rmwatch_rm_pb2 as pb
+from rmwatch.store.codec import _known_in_unknown, _message_to_dict, decode_settings, decode_value
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.models import (
     MAX_NAME_BYTES,
     MAX_PRIORITY,
     BackgroundSettings,
@@ -40,8 +40,8 @@ from store.models import (
     TokenBucket,
     TokenLimitSettings,
 )
-from watcher.cache import Entry, RawChange, apply_changes, build_snapshot, decode_entry
-from watcher.overlay import Overlay
+from rmwatch.watcher.cache import Entry, RawChange, apply_changes, build_snapshot, decode_entry
+from rmwatch.watcher.overlay import Overlay
 
 RESULTS = ROOT / "bench" / "results" / "replica_micro.json"
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
@@ -143,7 +143,7 @@ def decode_constructed(key: str, data: bytes) -> ResourceGroup:
         raise ValueError("name")
     if msg.priority > MAX_PRIORITY:
         raise ValueError("priority")
-    from store.models import GroupMode, RunawayAction, RunawayWatchType  # noqa: PLC0415
+    from rmwatch.store.models import GroupMode, RunawayAction, RunawayWatchType  # noqa: PLC0415
 
     ru = None
     if msg.HasField("r_u_settings"):
@@ -303,12 +303,16 @@ def main(argv: list[str] | None = None) -> int:
         return m
 
     variants: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {
-        "decode_entry (current, per value)": (lambda kv: decode_entry(layout, kv[0], kv[1], 1),
-                                              pairs),  # fmt: skip
+        "decode_entry (current, per value)": (
+            lambda kv: decode_entry(layout, kv[0], kv[1], 1),
+            pairs,
+        ),  # fmt: skip
         "decode_settings (current)": (lambda kv: decode_settings(kv[0], kv[1]), pairs),
         "  layout.parse(key)": (layout.parse, keys),
         "  decode_value name/keyspace checks": (
-            lambda i: decode_value(keys[i], parsed[i], values[i]), list(range(n))),
+            lambda i: decode_value(keys[i], parsed[i], values[i]),
+            list(range(n)),
+        ),
         "  ParseFromString": (pb_parse, values),
         "  _known_in_unknown": (_known_in_unknown, msgs),
         "  _message_to_dict": (_message_to_dict, msgs),
@@ -316,13 +320,19 @@ def main(argv: list[str] | None = None) -> int:
         "  with_wire (model_copy)": (lambda m: m.with_wire(b"x"), models),
         "  Entry(...) construction": (lambda kv: Entry(kv[0], kv[1], 1, None, None), pairs),
         "proposed A: planned dict + no model_copy": (lambda kv: decode_planned(*kv), pairs),
-        "proposed B: model_construct + targeted checks": (lambda kv: decode_constructed(*kv),
-                                                          pairs),  # fmt: skip
+        "proposed B: model_construct + targeted checks": (
+            lambda kv: decode_constructed(*kv),
+            pairs,
+        ),  # fmt: skip
         "proposed D: no-unknown fast check + plan + no copy": (
-            lambda kv: decode_fastcheck(*kv), pairs),
+            lambda kv: decode_fastcheck(*kv),
+            pairs,
+        ),
         "proposed E: eager upb checks only (model lazy)": (lambda kv: validate_only(*kv), pairs),
         "  _no_unknown_fast (Discard+ByteSize)": (
-            lambda v: _no_unknown_fast(pb_parse(v), v), values),
+            lambda v: _no_unknown_fast(pb_parse(v), v),
+            values,
+        ),
         "proposed C: lazy entry (bytes only)": (lambda kv: LazyEntry(kv[0], kv[1], 1), pairs),
         "  _to_dict_planned": (lambda m: _to_dict_planned(m, _RG_PLAN), msgs),
         "  _has_unknown (UnknownFieldSet walk)": (_has_unknown, msgs),
@@ -398,8 +408,18 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in out.items():
         print(f"{k:<{width}}  {v['median']:8.2f} [{v['min']:.2f}-{v['max']:.2f}]")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"n": n, "reps": args.reps, "value_bytes_mean":
-                                   statistics.mean(map(len, values)), "us": out}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "n": n,
+                "reps": args.reps,
+                "value_bytes_mean": statistics.mean(map(len, values)),
+                "us": out,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

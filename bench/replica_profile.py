@@ -21,8 +21,8 @@ import time
 
 from bench._common import EtcdMember, bulk_put, connect_to, group_name, group_value
 from bench.replica_bench import OURS_ROOT, Gate, backlog, populate, writer_run
-from store.keys import KeyLayout
-from watcher.replica import Replica
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.replica import Replica
 
 # (label, regex on a frame "func (file:line)") - inclusive time of the worker thread
 BUCKETS = [

@@ -47,7 +47,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
 from _common import bulk_put, connect_to, group_name, group_value, pct  # noqa: E402
 from harness import EtcdMember, free_port  # noqa: E402
 
-from store.keys import KeyLayout  # noqa: E402
+from rmwatch.store.keys import KeyLayout  # noqa: E402
 
 API = "/resource-manager/api/v1"
 ROOT_PREFIX = "/sidecar/"
@@ -170,7 +170,7 @@ def run_load(target: Target, *, concurrency: int, seconds: float, rep: int = 0) 
 
 def start_sidecar(endpoint: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
     """``rmwatch replica`` as a process of its own, as an operator runs it."""
-    command = [sys.executable, "-m", "watcher.cli", "replica", "--etcd", endpoint,
+    command = [sys.executable, "-m", "rmwatch", "replica", "--etcd", endpoint,
                "--listen", f"127.0.0.1:{port}", "--root-prefix", ROOT_PREFIX,
                "--no-forward", "--drain-seconds", "0"]  # fmt: skip
     with log_path.open("wb") as log_file:
@@ -253,9 +253,12 @@ def summarize(reps: list[Rep]) -> dict[str, Any]:
 
     return {
         "median": {
-            name: {"rps": median_of(mine, "rps"), "p50_ms": median_of(mine, "p50_ms"),
-                   "p99_ms": median_of(mine, "p99_ms"),
-                   "errors": sum(r.errors for r in mine)}
+            name: {
+                "rps": median_of(mine, "rps"),
+                "p50_ms": median_of(mine, "p50_ms"),
+                "p99_ms": median_of(mine, "p99_ms"),
+                "errors": sum(r.errors for r in mine),
+            }
             for name, mine in (("sidecar", side), ("etcd_gateway", etcd))
         },
         "rps_ratio": ratios("rps"),

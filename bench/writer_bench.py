@@ -47,17 +47,17 @@ if str(ROOT / "tests") not in sys.path:
 
 from harness import EtcdMember, etcd_version, free_port, make_client  # noqa: E402
 
-from store import codec  # noqa: E402
-from store.api import PREFIX  # noqa: E402
-from store.keys import KeyLayout  # noqa: E402
-from store.leadership import Leadership  # noqa: E402
-from store.models import (  # noqa: E402
+from rmwatch.http.writer_app import PREFIX  # noqa: E402
+from rmwatch.store import codec  # noqa: E402
+from rmwatch.store.keys import KeyLayout  # noqa: E402
+from rmwatch.store.leadership import Leadership  # noqa: E402
+from rmwatch.store.models import (  # noqa: E402
     GroupRequestUnitSettings,
     ResourceGroup,
     TokenBucket,
     TokenLimitSettings,
 )
-from store.writer import Writer  # noqa: E402
+from rmwatch.store.writer import Writer  # noqa: E402
 
 OPS = 400  # writes per measurement: ~0.3-1 s each on a local fsync'd etcd
 REPS = 5  # median of 5
@@ -83,7 +83,7 @@ class HttpWriter:
     def __init__(self, endpoint: str) -> None:
         self.port = free_port()
         self.log_path = Path(tempfile.gettempdir()) / f"rmwatch-bench-writer-{self.port}.log"
-        command = [sys.executable, "-m", "watcher.cli", "writer", "--etcd", endpoint,
+        command = [sys.executable, "-m", "rmwatch", "writer", "--etcd", endpoint,
                    "--listen", f"127.0.0.1:{self.port}", "--root-prefix", HTTP_ROOT,
                    "--name", "bench-http"]  # fmt: skip
         with self.log_path.open("wb") as log_file:

@@ -1,6 +1,10 @@
-"""rmwatch's data layer: PD's key layout, models and codecs, and the single metadata writer."""
+"""rmwatch's data layer: PD's key layout, models and codecs, the etcd adapter, and the writer.
 
-from store.errors import (
+Public surface: ``Writer`` (the single metadata writer), ``KeyLayout`` and the models; the
+errors are in ``rmwatch.errors`` and re-exported here for convenience.
+"""
+
+from rmwatch.errors import (
     AlreadyExistsError,
     ConflictError,
     DecodeError,
@@ -15,8 +19,9 @@ from store.errors import (
     WriteError,
     WriteRefusedError,
 )
-from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
-from store.models import (
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
+from rmwatch.store.leadership import Leadership
+from rmwatch.store.models import (
     ControllerConfig,
     GroupMode,
     GroupStates,
@@ -24,8 +29,8 @@ from store.models import (
     ServiceLimit,
     default_group,
 )
-
-__version__ = "0.1.0"
+from rmwatch.store.roles import WriteRole
+from rmwatch.store.writer import Writer
 
 __all__ = [
     "NULL_KEYSPACE_ID",
@@ -42,6 +47,7 @@ __all__ = [
     "InvalidKeyError",
     "KeyKind",
     "KeyLayout",
+    "Leadership",
     "NotFoundError",
     "NotLeaderError",
     "ParsedKey",
@@ -50,6 +56,7 @@ __all__ = [
     "ServiceLimit",
     "WriteError",
     "WriteRefusedError",
-    "__version__",
+    "WriteRole",
+    "Writer",
     "default_group",
 ]

@@ -19,10 +19,10 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from pydantic import ValidationError
 
-from store._pb import rmwatch_rm_pb2 as pb
-from store.errors import DecodeError
-from store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
-from store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.errors import DecodeError
+from rmwatch.store._pb import rmwatch_rm_pb2 as pb
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
+from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 
 Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 """What a metadata key decodes to."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from store.errors import DecodeError, InvalidKeyError
+from rmwatch.errors import DecodeError, InvalidKeyError
 
 NULL_KEYSPACE_ID = 0xFFFFFFFF
 """The null keyspace: groups that belong to no keyspace (PD's constant.NullKeyspaceID)."""

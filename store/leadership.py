@@ -39,9 +39,9 @@ import grpc
 import structlog
 from pyetcd import etcdrpc
 
-from store.errors import NotLeaderError
-from store.etcd import txn
-from store.keys import KeyLayout
+from rmwatch.errors import NotLeaderError
+from rmwatch.store.etcd import txn
+from rmwatch.store.keys import KeyLayout
 
 log = structlog.get_logger("rmwatch.leadership")
 

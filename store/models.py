@@ -2,7 +2,7 @@
 
 Field names are PD's JSON/protobuf names, so request bodies and stored values map one to one.
 Settings models keep the wire bytes they were decoded from (``wire``), so fields this version
-does not know survive a read-modify-write (see ``store.codec``).
+does not know survive a read-modify-write (see ``rmwatch.store.codec``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pydantic import (
     field_validator,
 )
 
-from store.keys import NULL_KEYSPACE_ID
+from rmwatch.store.keys import NULL_KEYSPACE_ID
 
 MAX_NAME_BYTES = 32
 """PD checks ``len(name) > 32`` on a Go string: bytes of UTF-8, not characters."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from store.errors import WriteRefusedError
+from rmwatch.errors import WriteRefusedError
 
 METADATA_REFUSED = "metadata write disabled"
 STATES_REFUSED = "states write disabled"

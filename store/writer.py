@@ -1,7 +1,7 @@
 """The single metadata writer: every write is one fenced, compare-guarded etcd transaction.
 
 What each write does, in order:
-1. the role gate (``store.roles``): a refused write raises before etcd is touched;
+1. the role gate (``rmwatch.store.roles``): a refused write raises before etcd is touched;
 2. the drain gate: a draining writer takes no new writes (DrainingError), counts those in flight;
 3. the reads it needs (linearizable, retried: reads cannot apply anything twice);
 4. ONE transaction whose compares are the leadership fence (``Leadership.fence_compares``) plus
@@ -44,8 +44,7 @@ import structlog
 from pydantic import ValidationError
 from pyetcd.utils import prefix_range_end
 
-from store import codec
-from store.errors import (
+from rmwatch.errors import (
     AlreadyExistsError,
     ConflictError,
     DecodeError,
@@ -58,11 +57,12 @@ from store.errors import (
     WriteError,
     WriteRefusedError,
 )
-from store.etcd import EtcdConfig, call_with_retry, connect, is_transient, txn
-from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_index
-from store.leadership import Leadership
-from store.metrics import WriterMetrics
-from store.models import (
+from rmwatch.store import codec
+from rmwatch.store.etcd import EtcdConfig, call_with_retry, connect, is_transient, txn
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_index
+from rmwatch.store.leadership import Leadership
+from rmwatch.store.metrics import WriterMetrics
+from rmwatch.store.models import (
     DEFAULT_GROUP_NAME,
     ControllerConfig,
     GroupMode,
@@ -72,7 +72,7 @@ from store.models import (
     TokenBucket,
     default_group,
 )
-from store.roles import WriteKind, WriteRole, check_write
+from rmwatch.store.roles import WriteKind, WriteRole, check_write
 
 log = structlog.get_logger("rmwatch.writer")
 
@@ -135,7 +135,7 @@ class Writer:
     Args:
         client: a pyetcd client; or give ``etcd`` and the writer connects (and closes) its own.
         layout: key layout (root prefix).
-        role: write role; gates every write (``store.roles``).
+        role: write role; gates every write (``rmwatch.store.roles``).
         leadership: election membership whose fence every write carries. None runs unfenced,
             which is only safe when exactly one writer exists (single-process tools, benches).
         timeout: overall deadline of one operation, retries included (seconds).

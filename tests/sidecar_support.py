@@ -17,11 +17,11 @@ import pytest
 import uvicorn
 from harness import free_port
 
-from store.api import PREFIX
-from store.keys import KeyLayout
-from watcher.keyspaces import KeyspaceResolver
-from watcher.replica import Replica
-from watcher.sidecar import create_sidecar_app
+from rmwatch.http.sidecar_app import create_sidecar_app
+from rmwatch.http.writer_app import PREFIX
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver
+from rmwatch.watcher.replica import Replica
 
 API = PREFIX  # "/resource-manager/api/v1"
 # Short, so the 504 test waits ~1 s; tests that wait for a write build their own app.

@@ -27,19 +27,23 @@ from pyetcd import etcdrpc
 from pyetcd.etcdrpc import auth_pb2
 from tls_support import Pki, make_pki
 
-from store.api import PREFIX, create_writer_app
-from store.auth_setup import replica_grants, writer_grants
-from store.errors import EtcdAuthError, EtcdUnavailableError
-from store.etcd import EtcdConfig, connect
-from store.keys import KeyLayout
-from store.leadership import Leadership, leader_key
-from store.models import GroupRequestUnitSettings, ResourceGroup, TokenBucket, TokenLimitSettings
-from store.roles import WriteRole
-from store.writer import Writer
-from store.writer_cli import WriterSettings
-from watcher.errors import NotReadyError
-from watcher.replica import Replica
-from watcher.sidecar import create_sidecar_app
+from rmwatch.cli.setup_auth import replica_grants, writer_grants
+from rmwatch.cli.writer import WriterSettings
+from rmwatch.errors import EtcdAuthError, EtcdUnavailableError, NotReadyError
+from rmwatch.http.sidecar_app import create_sidecar_app
+from rmwatch.http.writer_app import PREFIX, create_writer_app
+from rmwatch.store.etcd import EtcdConfig, connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import Leadership, leader_key
+from rmwatch.store.models import (
+    GroupRequestUnitSettings,
+    ResourceGroup,
+    TokenBucket,
+    TokenLimitSettings,
+)
+from rmwatch.store.roles import WriteRole
+from rmwatch.store.writer import Writer
+from rmwatch.watcher.replica import Replica
 
 REPO = Path(__file__).resolve().parent.parent
 ROOT_PREFIX = "/auth-test/"
@@ -108,7 +112,7 @@ def _rmwatch(
     *args: str, timeout: float = 30, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "watcher.cli", *args],
+        [sys.executable, "-m", "rmwatch", *args],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -523,7 +527,7 @@ def test_writer_cli_over_tls_with_auth_and_bearer_token(secure: SecureEtcd) -> N
         [
             sys.executable,
             "-m",
-            "watcher.cli",
+            "rmwatch",
             "writer",
             *secure.tls_flags(),
             "--etcd-user",
@@ -708,7 +712,7 @@ def test_replica_cli_over_tls_with_auth(
         [
             sys.executable,
             "-m",
-            "watcher.cli",
+            "rmwatch",
             "replica",
             *secure.tls_flags(),
             "--listen",

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.codec import (
+from rmwatch.errors import DecodeError
+from rmwatch.store.codec import (
     decode_controller,
     decode_service_limit,
     decode_states,
@@ -20,9 +21,8 @@ from store.codec import (
     encode_states,
     format_go_float,
 )
-from store.errors import DecodeError
-from store.keys import KeyKind, KeyLayout, ParsedKey
-from store.models import (
+from rmwatch.store.keys import KeyKind, KeyLayout, ParsedKey
+from rmwatch.store.models import (
     Consumption,
     ControllerConfig,
     GroupStates,

@@ -2,7 +2,7 @@
 fields surviving read-modify-write, bad values, and the committed generated module being current.
 
 The wire helpers below are written from the protobuf encoding spec, independently of
-``store.codec`` and of the generated module, so a wrong field number or type shows up here.
+``rmwatch.store.codec`` and of the generated module, so a wrong field number or type shows up here.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store._pb import rmwatch_rm_pb2
-from store.codec import decode_settings, decode_value, encode_settings
-from store.errors import DecodeError
-from store.keys import KeyKind, KeyLayout, ParsedKey
-from store.models import (
+from rmwatch.errors import DecodeError
+from rmwatch.store._pb import rmwatch_rm_pb2
+from rmwatch.store.codec import decode_settings, decode_value, encode_settings
+from rmwatch.store.keys import KeyKind, KeyLayout, ParsedKey
+from rmwatch.store.models import (
     BackgroundSettings,
     Consumption,
     GroupMode,

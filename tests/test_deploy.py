@@ -30,12 +30,12 @@ from harness import find_etcd_binary
 from prometheus_client import CollectorRegistry
 from pydantic_settings import BaseSettings
 
-from store.api import create_writer_app
-from store.keys import KeyLayout
-from store.writer import Writer
-from watcher.cli import build_parser
-from watcher.replica import Replica
-from watcher.sidecar import create_sidecar_app
+from rmwatch.cli.main import build_parser
+from rmwatch.http.sidecar_app import create_sidecar_app
+from rmwatch.http.writer_app import create_writer_app
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.writer import Writer
+from rmwatch.watcher.replica import Replica
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKER = REPO / "docker"
@@ -202,7 +202,7 @@ def test_compose_references_exist(compose: dict[str, Any]) -> None:
 
 
 def test_compose_rmwatch_commands_and_env_are_real(compose: dict[str, Any]) -> None:
-    """Each command parses with ``watcher.cli.build_parser()``; each RMWATCH_* is a setting."""
+    """Each command parses with ``rmwatch.cli.main.build_parser()``; each RMWATCH_* is a setting."""
     checked = 0
     for name, service in services(compose).items():
         if not is_rmwatch(service):

@@ -20,7 +20,7 @@ class TestDev:
         with min_revision, /status shows SERVING, and SIGINT stops every process cleanly."""
         etcd_port, writer_port, replica_port = free_ports(3)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher.cli", "dev", "--etcd-port", str(etcd_port),
+            [sys.executable, "-m", "rmwatch", "dev", "--etcd-port", str(etcd_port),
              "--writer-port", str(writer_port), "--replica-port", str(replica_port)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip

@@ -30,11 +30,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from writer_support import WriterNode, nodes
 
-from store.api import PREFIX, create_writer_app
-from store.keys import KeyLayout
-from watcher.keyspaces import KeyspaceResolver
-from watcher.replica import Replica
-from watcher.sidecar import create_sidecar_app
+from rmwatch.http.sidecar_app import create_sidecar_app
+from rmwatch.http.writer_app import PREFIX, create_writer_app
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver
+from rmwatch.watcher.replica import Replica
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats()

@@ -10,7 +10,7 @@ from typing import Any
 from harness import TcpProxy, make_client
 from history.workload import LibWriter, Sampler, Scenario, WriteLoad, causes, running
 
-from watcher.state import ReplicaState
+from rmwatch.watcher.state import ReplicaState
 
 
 def _writer(sc: Scenario, name: str = "lib") -> LibWriter:
@@ -107,7 +107,7 @@ def test_compaction_during_catch_up(etcd_endpoints: list[str], root_prefix: str)
     """Between the snapshot load and the watch (the catch-up window) writes go on and etcd is
     compacted past the snapshot: the watch from snapshot + 1 is refused as compacted, the
     replica rebuilds while catching up, and ends consistent."""
-    from watcher.stream import WatchSession  # noqa: PLC0415
+    from rmwatch.store.etcd.watch import WatchSession  # noqa: PLC0415
 
     with Scenario(etcd_endpoints, root_prefix) as sc:
         w = _writer(sc)

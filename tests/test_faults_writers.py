@@ -93,7 +93,7 @@ def test_write_forwarded_to_a_draining_leader_is_not_failed(
     from pydantic import SecretStr  # noqa: PLC0415
     from writer_support import WriterNode, nodes  # noqa: PLC0415
 
-    from store.api import PREFIX, create_writer_app  # noqa: PLC0415
+    from rmwatch.http.writer_app import PREFIX, create_writer_app  # noqa: PLC0415
 
     a = WriterNode(etcd_endpoints, root_prefix, name="a").start()
     b = WriterNode(etcd_endpoints, root_prefix, name="b").start(wait_leader=False)
@@ -124,7 +124,7 @@ def test_follower_elected_while_forwarding_commits_the_write(
     from pydantic import SecretStr  # noqa: PLC0415
     from writer_support import WriterNode, nodes  # noqa: PLC0415
 
-    from store.api import PREFIX, create_writer_app  # noqa: PLC0415
+    from rmwatch.http.writer_app import PREFIX, create_writer_app  # noqa: PLC0415
 
     a = WriterNode(etcd_endpoints, root_prefix, name="a").start()
     b = WriterNode(etcd_endpoints, root_prefix, name="b")  # not campaigning yet

@@ -30,7 +30,7 @@ from harness import (
     parse_endpoint,
 )
 
-import watcher.embedded_etcd as embedded_etcd
+import rmwatch.testing.etcd as embedded_etcd
 
 # Every "must fail" RPC below uses a 1 s deadline; 4 s leaves room for a loaded
 # 2-core box while still proving the call cannot hang.

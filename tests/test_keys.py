@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store.errors import InvalidKeyError
-from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey, parse_keyspace_id
+from rmwatch.errors import InvalidKeyError
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey, parse_keyspace_id
 
 NULL = 4294967295
 KEYSPACES = [0, 1, 4294967294]

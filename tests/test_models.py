@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from store.models import (
+from rmwatch.store.models import (
     BackgroundSettings,
     ControllerConfig,
     GroupMode,

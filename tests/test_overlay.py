@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from watcher.overlay import TOMBSTONE, Overlay
+from rmwatch.watcher.overlay import TOMBSTONE, Overlay
 
 keys = st.integers(0, 60)
 changes = st.dictionaries(keys, st.one_of(st.just(TOMBSTONE), st.integers()), max_size=12)

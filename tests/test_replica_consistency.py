@@ -16,11 +16,11 @@ from harness import (
     put_group,
 )
 
-from store.etcd import connect
-from store.keys import KeyLayout
-from watcher.cache import ChangeEvent
-from watcher.errors import NotReadyError, RevisionTimeoutError
-from watcher.replica import Replica
+from rmwatch.errors import NotReadyError, RevisionTimeoutError
+from rmwatch.store.etcd import connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.cache import ChangeEvent
+from rmwatch.watcher.replica import Replica
 
 
 class _HookedClient:

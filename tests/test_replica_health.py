@@ -16,11 +16,11 @@ from harness import (
     wait_until,
 )
 
-from store.keys import KeyLayout
-from watcher.cache import Entry, Snapshot
-from watcher.errors import NotReadyError, ReplicaClosedError
-from watcher.replica import DigestMismatchError, Replica
-from watcher.state import ReplicaState
+from rmwatch.errors import DigestMismatchError, NotReadyError, ReplicaClosedError
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.cache import Entry, Snapshot
+from rmwatch.watcher.replica import Replica
+from rmwatch.watcher.state import ReplicaState
 
 
 class TestStaleness:
@@ -209,7 +209,7 @@ class TestWorkerCrash:
         """A bug in the apply path (not an etcd failure, which is retried) stops the replica
         from serving: reads raise NotReadyError naming the crash, and the transition to
         DEGRADED carries the cause."""
-        import watcher.replica as replica_mod  # noqa: PLC0415
+        import rmwatch.watcher.replica as replica_mod  # noqa: PLC0415
 
         def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("injected apply bug")

@@ -20,12 +20,12 @@ from harness import (
 )
 from pyetcd import exceptions as etcd_exc
 
-from store.etcd import connect
-from store.keys import KeyLayout
-from watcher.cache import ChangeEvent, ChangeKind
-from watcher.replica import Replica
-from watcher.state import ReplicaState
-from watcher.stream import WatchSession
+from rmwatch.store.etcd import connect
+from rmwatch.store.etcd.watch import WatchSession
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.cache import ChangeEvent, ChangeKind
+from rmwatch.watcher.replica import Replica
+from rmwatch.watcher.state import ReplicaState
 
 
 def _causes(replica: Replica) -> list[str]:

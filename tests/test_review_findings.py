@@ -11,11 +11,11 @@ import grpc
 import pytest
 from harness import put_group, wait_until
 
-import watcher.replica as replica_mod
-from store.etcd import connect
-from store.keys import KeyLayout
-from watcher.cache import ChangeEvent, gc_paused
-from watcher.replica import Replica
+import rmwatch.watcher.replica as replica_mod
+from rmwatch.store.etcd import connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.cache import ChangeEvent, gc_paused
+from rmwatch.watcher.replica import Replica
 
 
 class _FakeRpcError(grpc.RpcError):

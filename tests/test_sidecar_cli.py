@@ -17,9 +17,9 @@ import pytest
 from harness import free_port, put_group, wait_until
 from sidecar_support import API
 
-from store.keys import KeyLayout
-from watcher.cli import build_parser
-from watcher.replica_cli import settings_from_args
+from rmwatch.cli.main import build_parser
+from rmwatch.cli.replica import settings_from_args
+from rmwatch.store.keys import KeyLayout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -110,7 +110,7 @@ class TestSigtermDrain:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         log_path = tmp_path / "sidecar.log"
-        command = [sys.executable, "-m", "watcher.cli", "replica",
+        command = [sys.executable, "-m", "rmwatch", "replica",
                    "--etcd", ",".join(etcd_endpoints), "--listen", f"127.0.0.1:{port}",
                    "--root-prefix", root_prefix,
                    "--drain-seconds", "1", "--no-forward"]  # fmt: skip

@@ -13,10 +13,10 @@ import httpx
 from harness import put_group
 from sidecar_support import API, layout, replica, revision_of, sidecar
 
-from store import codec
-from store.keys import KeyLayout
-from store.models import Consumption, GroupStates, TokenState
-from watcher.replica import Replica
+from rmwatch.store import codec
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.models import Consumption, GroupStates, TokenState
+from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica", "sidecar"]  # fixtures, re-exported so pytest finds them here
 

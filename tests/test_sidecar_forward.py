@@ -12,13 +12,13 @@ from harness import free_port
 from sidecar_support import API, layout, replica, revision_of, serve
 from writer_support import WriterNode, nodes
 
-from store.api import create_writer_app
-from store.keys import KeyLayout
-from store.leadership import read_leader
-from watcher.forward import SIDECAR_FORWARDED_HEADER
-from watcher.keyspaces import KeyspaceResolver
-from watcher.replica import Replica
-from watcher.sidecar import FORBIDDEN_FORWARD_HEADER, create_sidecar_app
+from rmwatch.http.forward import SIDECAR_FORWARDED_HEADER
+from rmwatch.http.sidecar_app import FORBIDDEN_FORWARD_HEADER, create_sidecar_app
+from rmwatch.http.writer_app import create_writer_app
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver
+from rmwatch.store.leadership import read_leader
+from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica"]  # fixtures, re-exported so pytest finds them here
 

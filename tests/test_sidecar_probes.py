@@ -10,10 +10,10 @@ from harness import put_group
 from prometheus_client.parser import text_string_to_metric_families
 from sidecar_support import API, layout, replica, revision_of, serve, sidecar
 
-from store.keys import KeyLayout
-from watcher.drain import DrainState
-from watcher.replica import Replica
-from watcher.sidecar import create_sidecar_app
+from rmwatch.http.server_drain import DrainState
+from rmwatch.http.sidecar_app import create_sidecar_app
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica", "sidecar"]  # fixtures, re-exported so pytest finds them here
 

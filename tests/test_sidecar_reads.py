@@ -21,17 +21,17 @@ from sidecar_support import (
     sidecar,
 )
 
-from store import codec
-from store.keys import NULL_KEYSPACE_ID, KeyLayout
-from store.models import (
+from rmwatch.http.sidecar_app import FORBIDDEN_FORWARD_HEADER, create_sidecar_app
+from rmwatch.store import codec
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
+from rmwatch.store.models import (
     Consumption,
     ControllerConfig,
     GroupStates,
     ServiceLimit,
     TokenState,
 )
-from watcher.replica import Replica
-from watcher.sidecar import FORBIDDEN_FORWARD_HEADER, create_sidecar_app
+from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica", "sidecar"]  # fixtures, re-exported so pytest finds them here
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from watcher.state import TRANSITIONS, ReplicaState, StateMachine, Transition
+from rmwatch.watcher.state import TRANSITIONS, ReplicaState, StateMachine, Transition
 
 
 class TestStateMachine:

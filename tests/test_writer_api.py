@@ -10,9 +10,9 @@ import pytest
 from pydantic import SecretStr
 from writer_support import WriterNode, nodes, raw_get
 
-from store.api import PREFIX, create_writer_app
-from store.models import GroupStates, TokenState
-from store.roles import WriteRole
+from rmwatch.http.writer_app import PREFIX, create_writer_app
+from rmwatch.store.models import GroupStates, TokenState
+from rmwatch.store.roles import WriteRole
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -219,14 +219,18 @@ class TestConfigRoutes:
         key = served.node.layout.service_limit(0xFFFFFFFF)
         assert raw_get(served.node.client, key) == (b"100", int(r.headers["X-Revision"]))
         assert served.http.get("/config/keyspace/service-limit").json() == {
-            "service_limit": 100, "available_tokens": None, "last_update": None
+            "service_limit": 100,
+            "available_tokens": None,
+            "last_update": None,
         }
         served.node.client.put(f"{served.node.layout.root_prefix}keyspaces/id/ks2", b"9")
         r = served.http.post("/config/keyspace/service-limit/ks2", json={"service_limit": 2.5},
                              headers=AUTH)  # fmt: skip
         assert r.status_code == 200
         assert served.http.get("/config/keyspace/service-limit/ks2").json() == {
-            "service_limit": 2.5, "available_tokens": None, "last_update": None
+            "service_limit": 2.5,
+            "available_tokens": None,
+            "last_update": None,
         }
         r = served.http.post("/config/keyspace/service-limit/ks2", json={"service_limit": -1},
                              headers=AUTH)  # fmt: skip

@@ -15,9 +15,9 @@ from harness import free_port
 from pydantic import SecretStr
 from writer_support import WriterNode, nodes, raw_get
 
-from store.api import PREFIX, create_writer_app
-from store.keys import KeyLayout
-from store.leadership import read_leader
+from rmwatch.http.writer_app import PREFIX, create_writer_app
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import read_leader
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -137,7 +137,7 @@ class TestSigterm:
         env = {**os.environ, "PYTHONPATH": str(REPO), "RMWATCH_ROOT_PREFIX": root_prefix,
                "RMWATCH_LEASE_TTL": "2"}  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, "-m", "watcher.cli", "writer", "--etcd", ",".join(etcd_endpoints),
+            [sys.executable, "-m", "rmwatch", "writer", "--etcd", ",".join(etcd_endpoints),
              "--listen", f"127.0.0.1:{port}", "--name", "cli", "--token-file", str(token_file)],
             env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip

@@ -8,8 +8,8 @@ import time
 import pytest
 from writer_support import TEST_TTL, WriterNode, nodes, raw_get
 
-from store.errors import NotLeaderError
-from store.leadership import leader_key, read_leader
+from rmwatch.errors import NotLeaderError
+from rmwatch.store.leadership import leader_key, read_leader
 
 
 class _FrozenClock:

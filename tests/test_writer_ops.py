@@ -8,8 +8,7 @@ from typing import ClassVar
 import pytest
 from writer_support import WriterNode, node, nodes, raw_get
 
-from store import codec
-from store.errors import (
+from rmwatch.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidInputError,
@@ -17,8 +16,9 @@ from store.errors import (
     ReservedGroupError,
     WriteRefusedError,
 )
-from store.keys import NULL_KEYSPACE_ID
-from store.models import (
+from rmwatch.store import codec
+from rmwatch.store.keys import NULL_KEYSPACE_ID
+from rmwatch.store.models import (
     GroupRequestUnitSettings,
     GroupStates,
     ResourceGroup,
@@ -26,7 +26,7 @@ from store.models import (
     TokenLimitSettings,
     TokenState,
 )
-from store.roles import WriteRole
+from rmwatch.store.roles import WriteRole
 
 __all__ = ["node"]  # the fixture, re-exported so pytest finds it here
 

@@ -17,10 +17,10 @@ import pytest
 import uvicorn
 from harness import free_port, make_client
 
-from store.keys import KeyLayout
-from store.leadership import Leadership
-from store.roles import WriteRole
-from store.writer import Writer
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import Leadership
+from rmwatch.store.roles import WriteRole
+from rmwatch.store.writer import Writer
 
 # 2 s lease: long enough that a loaded 2-core box never misses three keepalives (sent every
 # 0.67 s), short enough that lease-expiry tests wait ~2 s, not 5.

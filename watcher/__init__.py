@@ -1,1 +1,33 @@
-"""rmwatch's replica: a cache of PD resource-manager metadata that is provably in sync with etcd."""
+"""rmwatch's replica: a cache of PD resource-manager metadata that is provably in sync with etcd.
+
+Public surface::
+
+    from rmwatch.watcher import Replica
+
+    with Replica(["127.0.0.1:2379"]) as replica:   # starts loading at once
+        replica.wait_ready(30)
+        group = replica.get_group("rg1")           # Versioned(value, revision)
+"""
+
+from rmwatch.errors import (
+    NotReadyError,
+    ReplicaClosedError,
+    ReplicaError,
+    RevisionTimeoutError,
+)
+from rmwatch.watcher.cache import ChangeEvent, ChangeKind, Versioned
+from rmwatch.watcher.replica import Replica
+from rmwatch.watcher.state import ReplicaState, Transition
+
+__all__ = [
+    "ChangeEvent",
+    "ChangeKind",
+    "NotReadyError",
+    "Replica",
+    "ReplicaClosedError",
+    "ReplicaError",
+    "ReplicaState",
+    "RevisionTimeoutError",
+    "Transition",
+    "Versioned",
+]

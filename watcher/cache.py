@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
 
-from store.codec import Value, decode_value
-from store.errors import DecodeError, InvalidKeyError
-from store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
-from store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
-from watcher.overlay import TOMBSTONE, Overlay
+from rmwatch.errors import DecodeError, InvalidKeyError
+from rmwatch.store.codec import Value, decode_value
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
+from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.watcher.overlay import TOMBSTONE, Overlay
 
 T = TypeVar("T")
 

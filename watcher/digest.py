@@ -9,11 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from watcher.cache import Snapshot
-
-
-class DigestMismatchError(AssertionError):
-    """Strict digest mode: the cache differs from etcd at the cache's revision."""
+from rmwatch.watcher.cache import Snapshot
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,18 @@ import structlog
 from pyetcd import exceptions as etcd_exc
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
-from store.errors import EtcdUnavailableError
-from store.etcd import EtcdConfig, connect, mark_endpoint_failed
-from store.keys import NULL_KEYSPACE_ID, KeyLayout
-from store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
-from watcher.cache import (
+from rmwatch.errors import (
+    DigestMismatchError,
+    EtcdUnavailableError,
+    NotReadyError,
+    ReplicaClosedError,
+    RevisionTimeoutError,
+)
+from rmwatch.store.etcd import EtcdConfig, connect, mark_endpoint_failed
+from rmwatch.store.etcd.watch import WatchSession
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
+from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.watcher.cache import (
     ChangeEvent,
     RawChange,
     Snapshot,
@@ -36,13 +43,11 @@ from watcher.cache import (
     build_snapshot,
     diff_snapshots,
 )
-from watcher.digest import DigestMismatchError, DigestResult, compare
-from watcher.errors import NotReadyError, ReplicaClosedError, RevisionTimeoutError
-from watcher.metrics import ReplicaMetrics
-from watcher.snapshot import DEFAULT_PAGE_SIZE, StoreMark, load_prefix, store_mark
-from watcher.state import ReplicaState, StateMachine, Transition
-from watcher.stream import WatchSession
-from watcher.validation import Validator
+from rmwatch.watcher.digest import DigestResult, compare
+from rmwatch.watcher.loader import DEFAULT_PAGE_SIZE, StoreMark, load_prefix, store_mark
+from rmwatch.watcher.metrics import ReplicaMetrics
+from rmwatch.watcher.state import ReplicaState, StateMachine, Transition
+from rmwatch.watcher.validation import Validator
 
 _log = structlog.get_logger("rmwatch.replica")
 _DELETE = 1  # mvccpb.Event.EventType.DELETE

@@ -19,9 +19,9 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from watcher.cache import ChangeEvent
-from watcher.errors import RevisionTimeoutError
-from watcher.replica import Replica
+from rmwatch.errors import RevisionTimeoutError
+from rmwatch.watcher.cache import ChangeEvent
+from rmwatch.watcher.replica import Replica
 
 # A rebuild without changes is the only publish the listener misses; 50 ms is invisible next
 # to the 5 s default wait bound and costs 20 checks per second per waiting request.

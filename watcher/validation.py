@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from watcher.cache import BadValue, Entry, Snapshot, gc_paused
-from watcher.metrics import ReplicaMetrics
+from rmwatch.watcher.cache import BadValue, Entry, Snapshot, gc_paused
+from rmwatch.watcher.metrics import ReplicaMetrics
 
 _log = structlog.get_logger("rmwatch.replica")
 _BATCH = 2000

@@ -8,9 +8,9 @@ from typing import Any
 
 from pyetcd import utils as etcd_utils
 
-from store.codec import encode_settings
-from store.keys import NULL_KEYSPACE_ID, KeyLayout
-from store.models import ResourceGroup
+from rmwatch.store.codec import encode_settings
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
+from rmwatch.store.models import ResourceGroup
 
 
 def group_bytes(

@@ -11,7 +11,7 @@ import re
 import subprocess
 
 # One search, shared with `rmwatch dev`, so tests and the product find the same binary.
-from watcher.embedded_etcd import ETCD_BIN_ENV, distro_binary, find_etcd_binary
+from rmwatch.testing.etcd import ETCD_BIN_ENV, distro_binary, find_etcd_binary
 
 __all__ = ["ETCD_BIN_ENV", "distro_binary", "etcd_version", "find_etcd_binary"]
 

@@ -495,7 +495,7 @@ class Recorder:
         """Read every written key from one snapshot of ``replica`` (absent keys too) plus every
         other key it holds (or ``extra`` of them at random); return the snapshot's revision,
         or None when the replica refused (not ready / timed out)."""
-        from watcher.errors import ReplicaError  # noqa: PLC0415
+        from rmwatch.errors import ReplicaError  # noqa: PLC0415
 
         try:
             snap = replica.snapshot(min_revision=min_revision, timeout=timeout)

@@ -28,12 +28,12 @@ from typing import Any
 
 import httpx
 
-from store import codec
-from store.errors import DrainingError, EtcdUnavailableError, NotLeaderError, WriteError
-from store.keys import KeyLayout
-from store.leadership import Leadership, leader_key
-from store.models import ResourceGroup
-from store.writer import Writer
+from rmwatch.errors import DrainingError, EtcdUnavailableError, NotLeaderError, WriteError
+from rmwatch.store import codec
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import Leadership, leader_key
+from rmwatch.store.models import ResourceGroup
+from rmwatch.store.writer import Writer
 
 from .checker import CheckStats, check_history
 from .recorder import UNKNOWN, Recorder, TruthWatcher
@@ -67,7 +67,7 @@ def free_port() -> int:
 
 
 class WriterProc:
-    """``python -m watcher.cli writer`` as a child process (SIGKILL/SIGSTOP-able)."""
+    """``python -m rmwatch writer`` as a child process (SIGKILL/SIGSTOP-able)."""
 
     def __init__(self, endpoints: Sequence[str], root_prefix: str, name: str,
                  *, ttl: float = TTL) -> None:  # fmt: skip
@@ -83,7 +83,7 @@ class WriterProc:
 
     def start(self, wait: bool = True) -> WriterProc:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        cmd = [sys.executable, "-m", "watcher.cli", "writer", "--etcd", ",".join(self.endpoints),
+        cmd = [sys.executable, "-m", "rmwatch", "writer", "--etcd", ",".join(self.endpoints),
                "--listen", f"127.0.0.1:{self.port}", "--name", self.name,
                "--root-prefix", self.root_prefix, "--lease-ttl", str(self.ttl),
                "--etcd-timeout", "2"]  # fmt: skip
@@ -198,7 +198,7 @@ class LibWriter:
         self.writer.begin_drain()
 
     def drain(self) -> None:
-        from store.drain import Drainer  # noqa: PLC0415
+        from rmwatch.store.writer_drain import Drainer  # noqa: PLC0415
 
         Drainer(self.writer, timeout=5).drain()
         self.dead = True
@@ -379,7 +379,7 @@ def running(fn: Callable[[threading.Event], None], threads: int = 1) -> Iterator
 
 
 def new_replica(endpoints: Sequence[str], root_prefix: str, **kwargs: Any) -> Any:
-    from watcher.replica import Replica  # noqa: PLC0415
+    from rmwatch.watcher.replica import Replica  # noqa: PLC0415
 
     options: dict[str, Any] = {"progress_interval": 0.3, "stall_timeout": 2.0}
     options.update(kwargs)

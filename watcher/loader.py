@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 from pyetcd import utils as etcd_utils
 
-from store.etcd import call_with_retry
+from rmwatch.store.etcd import call_with_retry
 
 DEFAULT_PAGE_SIZE = 5000
 

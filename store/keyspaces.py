@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from store.etcd import call_with_retry
-from store.keys import KeyLayout, parse_keyspace_index
+from rmwatch.store.etcd import call_with_retry
+from rmwatch.store.keys import KeyLayout, parse_keyspace_index
 
 DEFAULT_TTL = 30.0
 # Bounded so a client cycling through random names cannot grow memory without limit.

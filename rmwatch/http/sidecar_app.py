@@ -6,7 +6,7 @@ each, so a response never mixes revisions, and every response says which revisio
 
 - ``GET config/group/{name}``, ``GET config/groups`` (``with_stats``, ``keyspace_name`` as PD,
   ``keyspace_id`` as an rmwatch extension), ``GET config/controller``,
-  ``GET config/keyspace/service-limit[/{keyspace_name}]``; bodies from ``store.pdjson``, the
+  ``GET config/keyspace/service-limit[/{keyspace_name}]``; bodies from ``rmwatch.http.pdjson``, the
   same functions the writer answers with.
 - ``?min_revision=N`` (read your writes: the writer returns the commit revision) waits until
   the cache has N, at most ``min_revision_timeout`` seconds, then answers 504 with the
@@ -14,7 +14,7 @@ each, so a response never mixes revisions, and every response says which revisio
 - Not ready (loading, catching up, or staler than the replica's bound): 503 with
   ``{"state", "reason"}``. Stale data is never served silently.
 
-Writes on the same routes are forwarded to the writer leader (``watcher.forward``). A request
+Writes on the same routes are forwarded to the writer leader (``rmwatch.http.forward``). A request
 carrying ``X-Forbidden-Forward-To-Microservice: true`` is answered 404, as PD's RM fallback
 handler does, whatever its method. ``/health``, ``/ready``, ``/status`` and ``/metrics`` sit
 outside the prefix. Everything under ``/resource-manager/api/v1`` is one router, registered once.
@@ -35,22 +35,21 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from store import pdjson
-from store.api import PREFIX
-from store.errors import RmwatchError
-from store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
-from store.models import GroupStates, ResourceGroup
-from watcher.cache import Snapshot
-from watcher.drain import DrainState
-from watcher.errors import NotReadyError, RevisionTimeoutError
-from watcher.forward import (
+from rmwatch.errors import NotReadyError, RevisionTimeoutError, RmwatchError
+from rmwatch.http import pdjson
+from rmwatch.http.forward import (
     DEFAULT_FORWARD_TIMEOUT,
     DEFAULT_MAX_BODY,
     WriteForwarder,
 )
-from watcher.http_metrics import RequestTracker, SidecarMetrics, render
-from watcher.replica import Replica
-from watcher.revision_wait import RevisionWaiter
+from rmwatch.http.metrics import RequestTracker, SidecarMetrics, render
+from rmwatch.http.server_drain import DrainState
+from rmwatch.http.writer_app import PREFIX
+from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
+from rmwatch.store.models import GroupStates, ResourceGroup
+from rmwatch.watcher.cache import Snapshot
+from rmwatch.watcher.replica import Replica
+from rmwatch.watcher.revision_wait import RevisionWaiter
 
 FORBIDDEN_FORWARD_HEADER = "X-Forbidden-Forward-To-Microservice"
 DEFAULT_MIN_REVISION_TIMEOUT = 5.0
@@ -210,7 +209,7 @@ def create_sidecar_app(
         replica: the replica whose snapshots answer reads.
         writer_url: a writer's base URL to forward writes to; None: use ``discover_leader``.
         discover_leader: returns the writer leader's base URL or None (blocking).
-        resolve_keyspace: keyspace name → id (e.g. ``watcher.keyspaces.KeyspaceResolver``);
+        resolve_keyspace: keyspace name → id (e.g. ``rmwatch.store.keyspaces.KeyspaceResolver``);
             without one, ``keyspace_name`` is refused with 400 and ``keyspace_id`` still works.
         forward: False answers writes 403, naming the leader.
         min_revision_timeout: longest ``?min_revision=`` wait, in seconds (then 504).

@@ -31,9 +31,8 @@ from pydantic import SecretStr, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from store import pdjson
-from store.drain import Drainer
-from store.errors import (
+from rmwatch.errors import (
+    BodyTooLargeError,
     ConflictError,
     DecodeError,
     DrainingError,
@@ -43,11 +42,13 @@ from store.errors import (
     RmwatchError,
     WriteError,
 )
-from store.http_body import BodyTooLargeError, read_body
-from store.keys import parse_keyspace_id
-from store.leadership import read_leader
-from store.models import ResourceGroup
-from store.writer import Writer, parse_json_object
+from rmwatch.http import pdjson
+from rmwatch.http.body import read_body
+from rmwatch.store.keys import parse_keyspace_id
+from rmwatch.store.leadership import read_leader
+from rmwatch.store.models import ResourceGroup
+from rmwatch.store.writer import Writer, parse_json_object
+from rmwatch.store.writer_drain import Drainer
 
 log = structlog.get_logger("rmwatch.api")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from store.models import (
+from rmwatch.store.models import (
     Consumption,
     ControllerConfig,
     GroupStates,

@@ -50,17 +50,17 @@ from pyetcd import etcdrpc
 from pyetcd import utils as etcd_utils
 from pyetcd.etcdrpc import auth_pb2
 
-from store.errors import EtcdAuthError, EtcdUnavailableError, RmwatchError
-from store.etcd import connect
-from store.etcd_options import (
+from rmwatch.cli.etcd_options import (
     ETCD_AUTH_FLAGS,
     EtcdAuthOptions,
     add_etcd_auth_arguments,
     given_flags,
     read_secret,
 )
-from store.keys import KeyLayout
-from store.leadership import leader_key
+from rmwatch.errors import AuthSetupError, EtcdAuthError, EtcdUnavailableError, RmwatchError
+from rmwatch.store.etcd import connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import leader_key
 
 log = structlog.get_logger("rmwatch.auth_setup")
 
@@ -78,10 +78,6 @@ DEFAULT_WRITER_ROLE = "rmwatch-writer"
 DEFAULT_REPLICA_ROLE = "rmwatch-replica"
 DEFAULT_WRITER_USER = "rmwatch-writer"
 DEFAULT_REPLICA_USER = "rmwatch-replica"
-
-
-class AuthSetupError(RmwatchError):
-    """The setup could not be completed; the message says which step and why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +403,7 @@ def settings_from_args(args: argparse.Namespace) -> AuthSetupSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Apply the plan; print the summary as JSON. 0 on success, 1 with a reason otherwise."""
-    from store.writer_cli import configure_logging  # noqa: PLC0415  (heavy: uvicorn)
+    from rmwatch.cli.writer import configure_logging  # noqa: PLC0415  (heavy: uvicorn)
 
     configure_logging()
     try:

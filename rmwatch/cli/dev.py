@@ -20,8 +20,8 @@ from typing import Any
 
 import httpx
 
-from store.models import default_group
-from watcher.embedded_etcd import EmbeddedEtcd
+from rmwatch.store.models import default_group
+from rmwatch.testing.etcd import EmbeddedEtcd
 
 API = "/resource-manager/api/v1"
 EXAMPLE_GROUP = {
@@ -63,7 +63,7 @@ def _check_free(port: int, what: str) -> None:
 
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "watcher.cli", *args], env=env)
+    return subprocess.Popen([sys.executable, "-m", "rmwatch", *args], env=env)
 
 
 def _wait_http(url: str, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from store.etcd import EtcdConfig
+from rmwatch.store.etcd import EtcdConfig
 
 ETCD_AUTH_FLAGS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import structlog
 
-from store.writer import Writer
+from rmwatch.store.writer import Writer
 
 log = structlog.get_logger("rmwatch.drain")
 

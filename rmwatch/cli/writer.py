@@ -24,21 +24,21 @@ import uvicorn
 from pydantic import SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from store.api import create_writer_app
-from store.drain import Drainer
-from store.errors import EtcdAuthError, EtcdUnavailableError
-from store.etcd import connect
-from store.etcd_options import (
+from rmwatch.cli.etcd_options import (
     ETCD_AUTH_FLAGS,
     EtcdAuthOptions,
     add_etcd_auth_arguments,
     given_flags,
     read_secret,
 )
-from store.keys import KeyLayout
-from store.leadership import DEFAULT_TTL, Leadership
-from store.roles import WriteRole
-from store.writer import Writer
+from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
+from rmwatch.http.writer_app import create_writer_app
+from rmwatch.store.etcd import connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import DEFAULT_TTL, Leadership
+from rmwatch.store.roles import WriteRole
+from rmwatch.store.writer import Writer
+from rmwatch.store.writer_drain import Drainer
 
 log = structlog.get_logger("rmwatch.writer_cli")
 

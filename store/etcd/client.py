@@ -44,9 +44,13 @@ from tenacity import (
     wait_random,
 )
 
-from store.errors import EtcdAuthError, EtcdUnavailableError
+from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
 
 T = TypeVar("T")
+
+# The client every layer above holds. Still pyetcd's client object; to become a small typed
+# Protocol of the calls rmwatch makes.
+EtcdClient = Any
 
 MAX_RECEIVE_BYTES = 256 * 1024 * 1024
 ENDPOINT_RETRY_SECONDS = 0.5

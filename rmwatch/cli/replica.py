@@ -25,22 +25,22 @@ import structlog
 import uvicorn
 from pydantic_settings import SettingsConfigDict
 
-from store.errors import EtcdAuthError, EtcdUnavailableError
-from store.etcd import connect
-from store.etcd_options import (
+from rmwatch.cli.etcd_options import (
     ETCD_AUTH_FLAGS,
     EtcdAuthOptions,
     add_etcd_auth_arguments,
     given_flags,
 )
-from store.keys import KeyLayout
-from store.leadership import read_leader
-from store.writer_cli import configure_logging, server_options, split_listen
-from watcher.drain import DrainState
-from watcher.forward import DEFAULT_FORWARD_TIMEOUT
-from watcher.keyspaces import KeyspaceResolver
-from watcher.replica import Replica
-from watcher.sidecar import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
+from rmwatch.cli.writer import configure_logging, server_options, split_listen
+from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
+from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
+from rmwatch.http.server_drain import DrainState
+from rmwatch.http.sidecar_app import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
+from rmwatch.store.etcd import connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver
+from rmwatch.store.leadership import read_leader
+from rmwatch.watcher.replica import Replica
 
 log = structlog.get_logger("rmwatch.replica_cli")
 

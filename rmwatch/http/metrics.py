@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from watcher.drain import DrainState
+from rmwatch.http.server_drain import DrainState
 
 # Reads from memory answer in ~0.1-1 ms; forwarded writes take one etcd txn (~2-10 ms) plus a
 # hop; min_revision waits are bounded by 5 s by default.

@@ -27,8 +27,9 @@ from fastapi import Request, Response
 from fastapi.responses import PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
-from store.http_body import BodyTooLargeError, read_body
-from watcher.http_metrics import SidecarMetrics
+from rmwatch.errors import BodyTooLargeError
+from rmwatch.http.body import read_body
+from rmwatch.http.metrics import SidecarMetrics
 
 log = structlog.get_logger("rmwatch.sidecar")
 
@@ -66,7 +67,7 @@ class WriteForwarder:
     Args:
         writer_url: a writer's base URL; when set, discovery is not used.
         discover_leader: returns the leader writer's base URL or None (blocking; it runs in
-            a worker thread), e.g. ``store.leadership.read_leader`` on etcd.
+            a worker thread), e.g. ``rmwatch.store.leadership.read_leader`` on etcd.
         enabled: False answers every write 403, naming the leader.
         timeout: deadline of one forwarded request, in seconds.
         max_body: largest request body forwarded, in bytes (413 above).

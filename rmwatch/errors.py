@@ -1,0 +1,165 @@
+"""Every error a caller of rmwatch can meet, in one tree (the lowest layer: imports nothing).
+
+RmwatchError
+├── InvalidKeyError          a key under the prefix does not parse (kind, keyspace id, name)
+├── DecodeError              a value in etcd does not decode; names the key
+├── InvalidInputError        a request value fails validation; names the field (HTTP 400)
+│   └── BodyTooLargeError    a request body over the size cap (HTTP 413)
+├── EtcdUnavailableError     etcd did not answer within the deadline after retries
+├── EtcdAuthError            etcd refused our credentials (user/password); not transient
+├── AuthSetupError           ``rmwatch etcd-setup-auth`` could not finish a step
+├── WriteError               a write was not applied; nothing was written
+│   ├── WriteRefusedError    the write role forbids it (HTTP 403)
+│   │   └── ReservedGroupError   delete of the reserved group ``default`` (HTTP 403)
+│   ├── NotFoundError        group or service limit missing (HTTP 404)
+│   ├── AlreadyExistsError   add of an existing group (HTTP 400, as PD)
+│   ├── ConflictError        compare-and-set lost; carries the current revision (HTTP 409)
+│   ├── NotLeaderError       this writer is not (or no longer) the leader; names the leader
+│   └── DrainingError        this writer is draining and takes no new writes (HTTP 503)
+└── ReplicaError             a replica's reader could not be answered
+    ├── NotReadyError        not loaded / not caught up / failed / too stale; state + reason
+    ├── RevisionTimeoutError ``min_revision`` not reached in time; carries the current one
+    ├── ReplicaClosedError   the replica was closed (or never started)
+    └── DigestMismatchError  strict digest mode: the cache differs from etcd
+"""
+
+from __future__ import annotations
+
+
+class RmwatchError(Exception):
+    """Base of every error raised by rmwatch."""
+
+
+class InvalidKeyError(RmwatchError, ValueError):
+    """A key does not match PD's resource-group key layout."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"invalid key {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class DecodeError(RmwatchError, ValueError):
+    """A value stored in etcd does not decode; ``key`` says which one."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"cannot decode value of {key!r}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class InvalidInputError(RmwatchError, ValueError):
+    """A request value fails validation; ``field`` names it (dotted path)."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"invalid {field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class BodyTooLargeError(InvalidInputError):
+    """A request body over the size cap (HTTP 413); nothing was read past the cap."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("body", f"larger than {limit} bytes")
+        self.limit = limit
+
+
+class EtcdUnavailableError(RmwatchError, ConnectionError):
+    """etcd did not answer within the deadline, after retrying every endpoint."""
+
+
+class EtcdAuthError(RmwatchError, PermissionError):
+    """etcd refused to authenticate the configured user (wrong user or password).
+
+    Not transient: retrying with the same credentials cannot succeed. The message names the
+    user and etcd's reason, never the password.
+    """
+
+
+class AuthSetupError(RmwatchError):
+    """``rmwatch etcd-setup-auth`` could not complete; the message says which step and why."""
+
+
+class WriteError(RmwatchError):
+    """A write was not applied. HTTP status ``status`` is PD's answer for it."""
+
+    status = 500
+
+
+class WriteRefusedError(WriteError):
+    """The configured write role forbids this write ("metadata write disabled")."""
+
+    status = 403
+
+
+class ReservedGroupError(WriteRefusedError):
+    """The reserved group ``default`` cannot be deleted (PD refuses it in every keyspace)."""
+
+
+class NotFoundError(WriteError, LookupError):
+    """The group, keyspace or service limit does not exist."""
+
+    status = 404
+
+
+class AlreadyExistsError(WriteError):
+    """Add of a group that already exists."""
+
+    status = 400
+
+
+class ConflictError(WriteError):
+    """A compare-and-set write lost: the key changed since ``expected_revision``."""
+
+    status = 409
+
+    def __init__(self, message: str, *, current_revision: int) -> None:
+        super().__init__(message)
+        self.current_revision = current_revision
+
+
+class NotLeaderError(WriteError):
+    """This writer is not the elected leader (or lost leadership mid-write)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader
+
+
+class DrainingError(WriteError):
+    """This writer is draining: it finishes writes in flight and takes no new ones."""
+
+    status = 503
+
+
+class ReplicaError(RmwatchError):
+    """Base of the errors a replica's reader can meet."""
+
+
+class NotReadyError(ReplicaError):
+    """The replica cannot serve: it has not caught up, it failed, or its data is too old."""
+
+    def __init__(self, state: str, reason: str) -> None:
+        super().__init__(f"replica not ready ({state}): {reason}")
+        self.state = state
+        self.reason = reason
+
+
+class RevisionTimeoutError(ReplicaError, TimeoutError):
+    """The cache did not reach the wanted revision within the timeout."""
+
+    def __init__(self, wanted: int, current: int, timeout: float) -> None:
+        super().__init__(f"revision {wanted} not reached within {timeout:.3g}s (at {current})")
+        self.wanted = wanted
+        self.current = current
+
+
+class ReplicaClosedError(ReplicaError):
+    """The replica was closed (or never started); create a new one."""
+
+
+class DigestMismatchError(ReplicaError, AssertionError):
+    """Strict digest mode: the cache differs from etcd at the cache's revision."""
