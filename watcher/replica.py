@@ -8,8 +8,9 @@ nothing until caught up. Thread-safe, synchronous, usable as a library::
 This class is the facade: lifecycle and reads. Each background job has its own module: the sync
 worker (``sync``: load, stream, apply, rebuild), the relabel confirmer (``relabel``), the
 heartbeat (``heartbeat``: progress requests, stall timeout), the validator (``validation``) and
-the periodic digest (``digest``). They share the published snapshot (``published``) and the
-state machine (``state``), which alone decides whether reads are served.
+the periodic digest (``digest``), wired and threaded by ``jobs``. They share the published
+snapshot (``published``) and the state machine (``state``), which alone decides whether reads
+are served.
 """
 
 from __future__ import annotations
@@ -25,32 +26,37 @@ from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 from rmwatch.watcher.cache import Snapshot, Versioned
-from rmwatch.watcher.digest import DigestJob, DigestResult
-from rmwatch.watcher.heartbeat import Heartbeat
+from rmwatch.watcher.digest import DigestResult
+from rmwatch.watcher.jobs import Jobs
 from rmwatch.watcher.listeners import Listener, Listeners
 from rmwatch.watcher.loader import DEFAULT_PAGE_SIZE
 from rmwatch.watcher.metrics import ReplicaMetrics
 from rmwatch.watcher.options import ReplicaOptions
 from rmwatch.watcher.published import Published
-from rmwatch.watcher.relabel import RelabelConfirmer
 from rmwatch.watcher.state import ReplicaState, StateMachine, Transition
-from rmwatch.watcher.sync import SyncWorker
 from rmwatch.watcher.validation import Validator
 
 _versioned = tuple.__new__  # Versioned is a NamedTuple: this builds one without its __new__
 
 
-class _Jobs:
-    """The background jobs of a started replica (they exist from ``start`` on)."""
-
-    def __init__(self, sync: SyncWorker, relabel: RelabelConfirmer, digest: DigestJob) -> None:
-        self.sync = sync
-        self.relabel = relabel
-        self.digest = digest
-
-
 class Replica:
-    """A read-only, always-consistent cache of the RM metadata prefix (see module doc)."""
+    """A read-only, always-consistent cache of the RM metadata prefix (see module doc).
+
+    Nothing happens until ``start()`` (or ``with Replica(...)``). Arguments, all keyword-only:
+
+    Args:
+        endpoints / etcd: where etcd is (a list of ``host:port``), or a full ``EtcdConfig``.
+        root_prefix: PD's root path in etcd ("" for the keys at the top).
+        page_size: keys per range while loading a snapshot.
+        max_staleness: seconds without a word from etcd after which reads are refused.
+        progress_interval / stall_timeout: how often progress is asked for, and how long a
+            silent stream is trusted (see ``heartbeat``).
+        digest_interval / strict_digest: run the digest check periodically; raise on a
+            mismatch (see ``digest``).
+        history: how many transitions ``transitions()`` and ``status()`` keep.
+        client_factory / session_factory: seams for tests (the etcd client, the watch).
+        verify_prev_kv: check every event's previous value against the cache.
+    """
 
     def __init__(
         self,
@@ -94,10 +100,8 @@ class Replica:
         self._validator = Validator(current=lambda: self._published.current, metrics=self.metrics)
         self._client_factory = client_factory
         self._session_factory = session_factory
-        self._client: Any = None
-        self._jobs: _Jobs | None = None
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
+        self._jobs: Jobs | None = None
+        self._stop = threading.Event()  # set by close(): the replica is closed for good
         self._start_lock = threading.Lock()
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -109,71 +113,24 @@ class Replica:
                 raise ReplicaClosedError("replica was closed")
             if self._jobs is not None:
                 return self
-            self._client = self._client_factory(self.etcd)  # EtcdAuthError etc. raise here
-            opts, published = self.options, self._published
-            sync = SyncWorker(client=self._client, options=opts, published=published,
-                              machine=self._sm, listeners=self._listeners,
-                              validator=self._validator, metrics=self.metrics,
-                              session_factory=self._session_factory, stop=self._stop)  # fmt: skip
-            relabel = RelabelConfirmer(client=self._client, prefix=self.layout.prefix,
-                                       published=published, machine=self._sm)  # fmt: skip
-            digest = DigestJob(client=self._client, prefix=self.layout.prefix,
-                               page_size=opts.page_size, published=published,
-                               metrics=self.metrics, strict=opts.strict_digest,
-                               request_rebuild=sync.request_rebuild)  # fmt: skip
-            heartbeat = Heartbeat(session=lambda: sync.session,
-                                  progress_interval=opts.progress_interval,
-                                  stall_timeout=opts.stall_timeout, metrics=self.metrics,
-                                  age=self.age, ready=lambda: self.ready)  # fmt: skip
-            self._jobs = _Jobs(sync, relabel, digest)
-            self._sm.move(ReplicaState.LOADING, "started", applied_revision=0, event="started")
-            self._spawn("worker", sync.run)
-            self._spawn("heartbeat", lambda: heartbeat.run(self._stop))
-            self._spawn("confirmer", lambda: relabel.run(self._stop))
-            self._spawn("validator", lambda: self._validator.run(self._stop))
-            if opts.digest_interval:
-                interval = opts.digest_interval
-                self._spawn("digest", lambda: digest.run(self._stop, interval))
+            client = self._client_factory(self.etcd)  # EtcdAuthError etc. raise here
+            jobs = Jobs(client=client, options=self.options, published=self._published,
+                        machine=self._sm, listeners=self._listeners, validator=self._validator,
+                        metrics=self.metrics, session_factory=self._session_factory,
+                        ready=lambda: self.ready, stop=self._stop)  # fmt: skip
+            self._jobs = jobs
+            self._sm.move(ReplicaState.LOADING, "started", applied_revision=0,
+                          event="replica_started")  # fmt: skip
+            jobs.start()
         return self
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
-        thread = threading.Thread(target=target, name=f"rmwatch-replica-{name}", daemon=True)
-        thread.start()
-        self._threads.append(thread)
-
     def close(self, timeout: float = 10.0) -> None:
-        """Stop every thread and close the etcd connection. Idempotent.
-
-        The worker is stopped before its channel is closed: closing a gRPC channel while
-        another thread is inside ``stub.Watch(...)`` on it crashed the C core (SIGSEGV in
-        cygrpc). Only a worker still stuck after 1 s (a unary call to a frozen member, with up
-        to 5 s of deadline left) gets its channel closed under it, which cancels that call.
-        """
+        """Stop every thread and close the etcd connection (see ``Jobs.stop``). Idempotent."""
         self._stop.set()
+        self._published.wake()
         jobs = self._jobs
         if jobs is not None:
-            jobs.relabel.stop()
-        self._published.wake()
-        deadline = time.monotonic() + timeout
-        channel_closed = False
-        for thread in self._threads:
-            while thread.is_alive() and time.monotonic() < deadline:
-                session = None if jobs is None else jobs.sync.session
-                if session is not None:
-                    session.cancel()
-                thread.join(0.05)
-                if (
-                    thread.is_alive()
-                    and not channel_closed
-                    and self._client is not None
-                    and time.monotonic() > deadline - timeout + 1.0
-                ):
-                    self._client.close()
-                    channel_closed = True
-        self._threads.clear()
-        if self._client is not None and not channel_closed:
-            self._client.close()
-        self._client = None
+            jobs.stop(timeout)
         if self._sm.state is not ReplicaState.STOPPED:
             self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision,
                           event="replica_stopped")  # fmt: skip
@@ -390,7 +347,7 @@ class Replica:
         and triggers a rebuild (strict mode raises DigestMismatchError). Returns None when that
         revision is already compacted (nothing to compare against), or before ``start``."""
         jobs = self._jobs
-        if jobs is None or self._client is None:
+        if jobs is None or self._stop.is_set():
             return None
         return jobs.digest.check()
 

@@ -146,7 +146,7 @@ class SyncWorker:
                 applied_revision=applied,
                 event="etcd_unreachable",
             )
-        _log.warning("etcd_retry", attempt=retry_state.attempt_number, cause=cause)
+        _log.warning("retry_scheduled", attempt=retry_state.attempt_number, cause=cause)
 
     def _session_once(self) -> None:
         if self._stop.is_set():

@@ -86,4 +86,4 @@ class Validator:
                 return
             self._bad[key] = BadValue(key, entry.mod_revision, error)
         self._metrics.decode_errors.inc()
-        _log.warning("bad_value", key=key, revision=entry.mod_revision, error=error)
+        _log.warning("bad_value_found", key=key, revision=entry.mod_revision, error=error)
