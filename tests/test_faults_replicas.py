@@ -107,6 +107,7 @@ def test_compaction_during_catch_up(etcd_endpoints: list[str], root_prefix: str)
     """Between the snapshot load and the watch (the catch-up window) writes go on and etcd is
     compacted past the snapshot: the watch from snapshot + 1 is refused as compacted, the
     replica rebuilds while catching up, and ends consistent."""
+    from rmwatch.store.etcd import connect  # noqa: PLC0415
     from rmwatch.store.etcd.watch import WatchSession  # noqa: PLC0415
 
     with Scenario(etcd_endpoints, root_prefix) as sc:
@@ -122,9 +123,22 @@ def test_compaction_during_catch_up(etcd_endpoints: list[str], root_prefix: str)
                 sc.truth.compact()
             return WatchSession(client, prefix, start, **options)
 
+        class SlowMark:  # widens the catch-up window: writes land between load and store mark
+            def __init__(self, inner: Any) -> None:
+                self._inner = inner
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self._inner, name)
+
+            def get_range_response(self, *args: Any, **kwargs: Any) -> Any:
+                if kwargs.get("sort_order") == "descend" and not opened:  # the first mark
+                    time.sleep(0.1)
+                return self._inner.get_range_response(*args, **kwargs)
+
         with running(load.run, threads=2), running(sampler.run):
             time.sleep(0.3)
-            replica = sc.replica("r1", session_factory=session)
+            replica = sc.replica("r1", session_factory=session,
+                                 client_factory=lambda c: SlowMark(connect(c)))  # fmt: skip
             replica.wait_ready(15)
             time.sleep(0.5)
         log = [(str(t.source), str(t.target), t.cause) for t in replica.transitions()]

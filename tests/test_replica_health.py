@@ -51,6 +51,48 @@ class TestStaleness:
         client.close()
 
 
+class TestDegraded:
+    def test_etcd_down_degrades_but_keeps_serving_within_the_bound_and_recovers(
+        self, etcd_member: EtcdMember
+    ) -> None:
+        """With the only member killed, a caught-up replica goes DEGRADED after repeated
+        failures and keeps serving its snapshot (it is within max_staleness); once etcd is
+        back, the watch resumes and it is SERVING again, every step with its cause."""
+        layout = KeyLayout("/degraded/")
+        client = make_client([etcd_member.endpoint])
+        put_group(client, layout, "d1", 3)
+        client.close()
+        with Replica(
+            endpoints=[etcd_member.endpoint], root_prefix="/degraded/", max_staleness=120
+        ) as replica:
+            replica.wait_ready(10)
+            etcd_member.kill()
+            try:
+                wait_until(
+                    lambda: replica.state is ReplicaState.DEGRADED, 30, "DEGRADED to be reported"
+                )
+                assert replica.ready
+                got = replica.get_group("d1")
+                assert got.value is not None
+                assert got.value.priority == 3
+                status = replica.status()
+                assert status["state"] == "DEGRADED"
+                assert status["not_ready_reason"] is None
+                assert status["failed_tries"] >= 5
+                degraded = replica.transitions()[-1]
+                assert degraded.cause.startswith("etcd unreachable after")
+            finally:
+                etcd_member.restart()
+            wait_until(lambda: replica.state is ReplicaState.SERVING, 30, "SERVING again")
+            assert replica.get_group("d1").value is not None
+            targets = [t.target for t in replica.transitions()]
+            assert targets[-3:] == [
+                ReplicaState.RESUMING,
+                ReplicaState.DEGRADED,
+                ReplicaState.SERVING,
+            ]
+
+
 class TestBadData:
     def test_malformed_values_are_contained_reported_and_recovered(
         self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
@@ -102,30 +144,35 @@ class TestReasons:
     def test_every_transition_is_recorded_with_cause_and_revision(
         self, etcd_endpoints: list[str], root_prefix: str
     ) -> None:
-        """Start-up records LOADING → CATCHING_UP → SERVING with causes naming revisions, and
-        close records STOPPED; /status shows them."""
+        """Start-up records NEW → LOADING → CATCHING_UP → SERVING with causes naming
+        revisions, and close records STOPPED; /status shows them."""
         with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
             replica.wait_ready(10)
             path = [(t.source, t.target) for t in replica.transitions()]
             assert path == [
+                (ReplicaState.NEW, ReplicaState.LOADING),
                 (ReplicaState.LOADING, ReplicaState.CATCHING_UP),
                 (ReplicaState.CATCHING_UP, ReplicaState.SERVING),
             ]
-            first, second = replica.transitions()
+            started, first, second = replica.transitions()
+            assert started.cause == "started"
             assert first.cause.startswith(f"snapshot loaded at {first.applied_revision}")
             assert second.cause.startswith("caught up: applied")
-            assert replica.status()["transitions"][0]["cause"] == first.cause
+            assert replica.status()["transitions"][1]["cause"] == first.cause
         assert replica.transitions()[-1].target is ReplicaState.STOPPED
 
 
 class TestDigest:
     def _tamper(self, replica: Replica) -> str:
-        snap = replica._snap
+        published = replica._published
+        snap = published.current
         assert snap is not None
         key = next(iter(snap.entries))
         entry = snap.entries[key]
         forged = Entry(key, entry.raw + b"!", entry.mod_revision, entry.parsed, value=entry.value)
-        replica._snap = Snapshot(snap.layout, snap.revision, snap.entries.updated({key: forged}))
+        published.current = Snapshot(
+            snap.layout, snap.revision, snap.entries.updated({key: forged})
+        )
         return key
 
     def test_digest_finds_a_divergent_cache_and_a_rebuild_repairs_it(
@@ -141,10 +188,23 @@ class TestDigest:
             clean = replica.check_digest()
             assert clean is not None
             assert clean.ok
+            assert replica.status()["last_digest"] == {
+                "revision": clean.revision,
+                "keys": 5,
+                "mismatched": [],
+                "mismatched_count": 0,
+                "ok": True,
+                "error": None,
+            }
             key = self._tamper(replica)
             result = replica.check_digest()
             assert result is not None
             assert result.mismatched == [key]
+            reported = replica.status()["last_digest"]
+            assert reported["mismatched"] == [key]
+            assert reported["mismatched_count"] == 1
+            assert reported["ok"] is False
+            assert reported["error"] is None  # not strict: nothing was raised
             wait_until(
                 lambda: replica.metrics.rebuilds.labels("digest_mismatch")._value.get() == 1,
                 10,
@@ -171,6 +231,34 @@ class TestDigest:
             self._tamper(replica)
             with pytest.raises(DigestMismatchError):
                 replica.check_digest()
+
+    def test_strict_mode_error_and_result_are_reported_on_status(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """The periodic digest in strict mode cannot raise to anyone: status() shows the last
+        result (revision, keys, mismatched count, ok) and the error it raised."""
+        put_group(etcd_client, KeyLayout(root_prefix), "x")
+        with Replica(
+            endpoints=etcd_endpoints, root_prefix=root_prefix, strict_digest=True,
+            digest_interval=0.2,
+        ) as replica:  # fmt: skip
+            replica.wait_ready(10)
+            wait_until(lambda: replica.status()["last_digest"] is not None, 5, "a digest")
+            assert replica.status()["last_digest"]["ok"] is True
+            at = replica.revision
+            key = self._tamper(replica)
+
+            def mismatch_reported() -> bool:
+                digest = replica.status()["last_digest"]
+                return digest is not None and not digest["ok"]
+
+            wait_until(mismatch_reported, 5, "the periodic digest to find the mismatch")
+            digest = replica.status()["last_digest"]
+            assert digest["revision"] == at
+            assert digest["keys"] == 1
+            assert digest["mismatched"] == [key]
+            assert digest["mismatched_count"] == 1
+            assert digest["error"].startswith(f"cache differs from etcd at {at}")
 
 
 class TestClose:
@@ -208,18 +296,18 @@ class TestWorkerCrash:
     ) -> None:
         """A bug in the apply path (not an etcd failure, which is retried) stops the replica
         from serving: reads raise NotReadyError naming the crash, and the transition to
-        DEGRADED carries the cause."""
-        import rmwatch.watcher.replica as replica_mod  # noqa: PLC0415
+        FAILED carries the cause."""
+        import rmwatch.watcher.sync as sync_mod  # noqa: PLC0415
 
         def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("injected apply bug")
 
         with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
             replica.wait_ready(10)
-            monkeypatch.setattr(replica_mod, "apply_changes", broken)
+            monkeypatch.setattr(sync_mod, "apply_changes", broken)
             put_group(etcd_client, KeyLayout(root_prefix), "boom")
             wait_until(
-                lambda: replica.transitions()[-1].target is ReplicaState.DEGRADED,
+                lambda: replica.transitions()[-1].target is ReplicaState.FAILED,
                 10,
                 "the crash to be recorded",
             )
@@ -227,5 +315,5 @@ class TestWorkerCrash:
                 replica.get_group("boom")
             assert "injected apply bug" in err.value.reason
             last = replica.transitions()[-1]
-            assert last.target is ReplicaState.DEGRADED
+            assert last.target is ReplicaState.FAILED
             assert last.cause.startswith("worker crashed: RuntimeError")

@@ -7,6 +7,7 @@ import threading
 import time
 from typing import Any
 
+import grpc
 from harness import (
     EtcdCluster,
     EtcdMember,
@@ -26,6 +27,37 @@ from rmwatch.store.keys import KeyLayout
 from rmwatch.watcher.cache import ChangeEvent, ChangeKind
 from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.state import ReplicaState
+
+
+class _FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _MarkFailsOnce:
+    """A real client, except that the first store-mark range (sort_order=descend) fails once
+    with a gRPC error (etcd 3.5 answers INTERNAL from a stopping member)."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+        self.fail_marks = 1
+
+    def get_range_response(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("sort_order") == "descend" and self.fail_marks > 0:
+            self.fail_marks -= 1
+            raise _FakeRpcError(grpc.StatusCode.INTERNAL, "injected: member stopping")
+        return self._real.get_range_response(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
 
 
 def _causes(replica: Replica) -> list[str]:
@@ -85,6 +117,35 @@ class TestMemberRestart:
             assert any("lost" in c or "UNAVAILABLE" in c for c in _causes(replica))
             _assert_matches_etcd(replica, client, layout)
         client.close()
+
+
+class TestStoreMarkFailure:
+    def test_replica_becomes_ready_after_store_mark_fails_once(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """The first snapshot is published before the store mark is taken; when that mark
+        fails once (a retried etcd error), the retry takes it again, so the replica still
+        catches up instead of streaming forever without a target."""
+        layout = KeyLayout(root_prefix)
+        put_group(etcd_client, layout, "g1", 1)
+        proxies: list[_MarkFailsOnce] = []
+
+        def factory(config: Any) -> Any:
+            proxy = _MarkFailsOnce(connect(config))
+            proxies.append(proxy)
+            return proxy
+
+        with Replica(
+            endpoints=etcd_endpoints, root_prefix=root_prefix, client_factory=factory,
+            progress_interval=0.2,
+        ) as replica:  # fmt: skip
+            # Writes keep the watch busy; caught-up would be reached at once with a mark.
+            put_group(etcd_client, layout, "g2", 2)
+            try:
+                replica.wait_ready(5)
+            finally:
+                assert proxies[0].fail_marks == 0, "the injected failure did not happen"
+            assert replica.state is ReplicaState.SERVING
 
 
 class TestCompaction:
@@ -179,7 +240,7 @@ class TestLargeCatchUp:
         default 4 MiB limit; the replica applies all of it."""
         layout = KeyLayout("/big/")
         client = make_client([etcd_member.endpoint])
-        filler = {"background_settings": {"job_types": ["x" * 900]}}
+        filler: dict[str, Any] = {"background_settings": {"job_types": ["x" * 900]}}
         _MeasuredSession.largest = 0
         with (
             TcpProxy(etcd_member.endpoint) as proxy,

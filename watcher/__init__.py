@@ -4,9 +4,12 @@ Public surface::
 
     from rmwatch.watcher import Replica
 
-    with Replica(["127.0.0.1:2379"]) as replica:   # starts loading at once
+    with Replica(endpoints=["127.0.0.1:2379"]) as replica:   # starts loading at once
         replica.wait_ready(30)
-        group = replica.get_group("rg1")           # Versioned(value, revision)
+        group = replica.get_group("rg1")                     # Versioned(value, revision)
+
+A ``Replica`` that was never started (no ``start()``, no ``with``) does not load anything:
+``wait_ready`` and every read raise ``NotReadyError`` at once, saying how to start it.
 """
 
 from rmwatch.errors import (

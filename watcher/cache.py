@@ -5,9 +5,9 @@ next snapshot from the previous one and publish it by swapping one reference, so
 lock and never see half a revision.
 
 Values decode lazily: an ``Entry`` keeps the raw bytes and builds its model on first use (and
-keeps it). Decoding is ~94% of the cost of loading or replaying (pydantic models plus the GC
-work they cause): 100k groups took 19.7 s to be ready decoding eagerly against 0.65 s for the
-raw range. The replica's validator thread decodes every new entry in the background, so bad
+keeps it). Decoding is most of the cost of loading or replaying (pydantic models plus the GC
+work they cause; see bench/README.md), so a load keeps raw bytes and leaves decoding to the
+first read. The replica's validator thread decodes every new entry in the background, so bad
 values are still found, logged and listed within moments, and a read never returns one.
 """
 
@@ -183,8 +183,8 @@ _gc_was_enabled = True
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a bulk build: building 20k entries spent about half its time
-    in gen-2 collections that find nothing (entries hold no cycles). Nested and thread-safe:
+    """Pause the cyclic GC during a bulk build, which otherwise spends much of its time in
+    gen-2 collections that find nothing (entries hold no cycles). Nested and thread-safe:
     the GC comes back when the last holder leaves, if it was on before."""
     global _gc_holders, _gc_was_enabled  # noqa: PLW0603 (one process-wide switch)
     with _gc_lock:

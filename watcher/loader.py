@@ -3,8 +3,8 @@
 Page one is read at the current revision; its header revision R pins every later page, so the
 snapshot never mixes revisions (PD's legacy loader reads each page at the latest revision).
 If R is compacted mid-load (gRPC OUT_OF_RANGE) the load starts over at a fresh revision.
-Pages are large (5000 keys by default): every page costs the server 9-27 ms, so 100k keys at
-1000 per page took 1.25 s and at 5000 per page 0.45 s on our 2-core machines.
+Pages are large (5000 keys by default) because every page costs the server a fixed overhead
+on top of its keys, so fewer, larger pages load a big prefix faster (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from pyetcd import utils as etcd_utils
 
 from rmwatch.store.etcd import call_with_retry
+
+if TYPE_CHECKING:
+    from rmwatch.watcher.cache import Snapshot
 
 DEFAULT_PAGE_SIZE = 5000
 
@@ -46,6 +49,15 @@ class StoreMark:
     store_revision: int
     max_mod_revision: int
     count: int
+
+    def unchanged_since(self, snap: Snapshot) -> bool:
+        """True when etcd at ``store_revision`` holds exactly ``snap``'s keys and values.
+
+        In (snap.revision, S] no put happened under the prefix (the newest mod revision there
+        is not after the snapshot), and no delete either (a delete without a later put would
+        leave fewer keys than the snapshot holds).
+        """
+        return self.max_mod_revision <= snap.revision and self.count == len(snap.entries)
 
 
 def _range(client: Any, start: bytes, end: bytes, **kwargs: Any) -> Any:

@@ -2,8 +2,8 @@
 of bad values that /status lists.
 
 Reads never see a bad value (an entry decodes on first use and a bad one reads as absent);
-this thread finds bad values even when nobody reads them. After a load of 100k groups it takes
-about 30 us per entry, in batches of up to 2000 with the cyclic GC paused.
+this thread finds bad values even when nobody reads them. It works in batches of up to 2000
+entries with the cyclic GC paused, so a large load is checked within moments of being served.
 """
 
 from __future__ import annotations
@@ -12,12 +12,11 @@ import queue
 import threading
 from collections.abc import Callable, Iterable
 
-import structlog
-
+from rmwatch._logging import get_logger
 from rmwatch.watcher.cache import BadValue, Entry, Snapshot, gc_paused
 from rmwatch.watcher.metrics import ReplicaMetrics
 
-_log = structlog.get_logger("rmwatch.replica")
+_log = get_logger("replica")
 _BATCH = 2000
 
 
@@ -87,4 +86,4 @@ class Validator:
                 return
             self._bad[key] = BadValue(key, entry.mod_revision, error)
         self._metrics.decode_errors.inc()
-        _log.warning("replica.bad_value", key=key, revision=entry.mod_revision, error=error)
+        _log.warning("bad_value_found", key=key, revision=entry.mod_revision, error=error)

@@ -1,0 +1,68 @@
+"""The snapshot readers see, and when etcd last vouched for it: what the replica's jobs share.
+
+The sync worker publishes each new snapshot here; the relabel confirmer publishes the same
+snapshot under a newer revision. Readers take no lock: ``current`` is one reference, swapped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rmwatch.watcher.cache import Snapshot
+from rmwatch.watcher.failures import StreamLostError
+from rmwatch.watcher.metrics import ReplicaMetrics
+
+
+class Published:
+    """The current snapshot, its publish lock, and the freshness facts around it."""
+
+    def __init__(self, metrics: ReplicaMetrics) -> None:
+        self.current: Snapshot | None = None
+        # Orders the worker's publishes against the confirmer's relabel: a relabel must never
+        # land between the worker reading the current snapshot and publishing its successor,
+        # or the successor could carry an older revision than the relabel.
+        self.apply_lock = threading.Lock()
+        # Notified on every publish and every state transition; waiters also poll.
+        self.changed = threading.Condition()
+        self.confirmed_at = time.monotonic()
+        self.store_revision = 0
+        self._metrics = metrics
+
+    @property
+    def revision(self) -> int:
+        """The applied revision (0 before the first snapshot)."""
+        snap = self.current
+        return 0 if snap is None else snap.revision
+
+    def age(self) -> float:
+        """Seconds since etcd last confirmed the cache (a watch or progress response)."""
+        return time.monotonic() - self.confirmed_at
+
+    def swap(self, snap: Snapshot) -> None:
+        """Publish ``snap`` (callers hold ``apply_lock``); never to an older revision."""
+        with self.changed:
+            current = self.current
+            if current is not None and snap.revision < current.revision:
+                raise StreamLostError(
+                    f"refused to publish revision {snap.revision} over {current.revision}"
+                )
+            self.current = snap
+            self.changed.notify_all()
+        self._metrics.applied_revision.set(snap.revision)
+        self._metrics.lag_revisions.set(max(0, self.store_revision - snap.revision))
+
+    def confirm(self) -> None:
+        """etcd just vouched for the cache (an event or a progress response arrived)."""
+        self.confirmed_at = time.monotonic()
+
+    def note_header(self, revision: int) -> None:
+        """Remember the newest store revision seen in a response header."""
+        if revision > self.store_revision:
+            self.store_revision = revision
+            self._metrics.store_revision.set(revision)
+
+    def wake(self) -> None:
+        """Wake every waiter (a transition, or close)."""
+        with self.changed:
+            self.changed.notify_all()
