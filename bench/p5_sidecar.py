@@ -1,37 +1,25 @@
-"""Sidecar HTTP reads vs etcd's own HTTP gateway: req/s and latency, same etcd, same run.
+"""P5, sidecar HTTP reads: req/s and p99 of ``rmwatch replica`` against etcd's own HTTP gateway,
+one group read per request, same etcd, same run.
 
-What is compared: one group read per request.
 - sidecar: ``GET /resource-manager/api/v1/config/group/{name}``, answered from the replica's
   memory by ``rmwatch replica`` running as its own process (as deployed);
 - etcd: ``POST /v3/kv/range`` with the base64 key (etcd's grpc-gateway on its client URL), a
   linearizable read of the same key from the same etcd.
 
-Both are driven by the same client, ``--concurrency`` keep-alive connections on one asyncio
-loop sending raw HTTP/1.1 back to back, for ``--seconds`` per rep; targets alternate A/B, B/A
-across ``--reps`` reps (>= 3) and the median rep is reported, so drift on a shared machine hits
-both sides alike. The client is not httpx: 8 httpx threads topped out at ~800 req/s against
-BOTH targets (the GIL-bound client was the ceiling, the ratio read 1.0 and meant nothing).
-The client, the sidecar and etcd share the machine's CPUs, printed with the figures.
+Both are driven by the same client: 8 keep-alive connections on one asyncio loop sending raw
+HTTP/1.1 back to back, rotating over 1000 seeded groups, for 3 s per rep; the targets alternate
+A/B, B/A over the reps (at least 5). The client is deliberately lean (bench/README.md says what
+a heavier one measured instead). Client, sidecar and etcd share the machine's CPUs.
 
-Standalone: it starts its own etcd (``tests/harness.EtcdMember``) and sidecar process::
-
-    python bench/sidecar_bench.py [--groups 1000] [--concurrency 8] [--seconds 3] [--reps 3]
-
-Writes ``bench/results/sidecar.json`` and prints a table.
+Goals: sidecar req/s >= 1x the gateway's, p99 <= 1x.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
-import os
-import platform
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,16 +29,18 @@ from typing import Any
 
 import httpx
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "bench")]
-
-from _common import bulk_put, connect_to, group_name, group_value, pct  # noqa: E402
-from harness import EtcdMember, free_port  # noqa: E402
-
-from rmwatch.store.keys import KeyLayout  # noqa: E402
+from bench._common import bulk_put, connect_to, free_port, group_name, group_value, log, spawn, stop
+from bench._stats import Row, alternated, goal_row, pct
+from rmwatch.store.keys import KeyLayout
 
 API = "/resource-manager/api/v1"
 ROOT_PREFIX = "/sidecar/"
+GROUPS = 1000
+CONCURRENCY = 8
+SECONDS = (0.3, 3.0)  # per rep: smoke, full
+WARMUP = (0.1, 0.5)  # seconds per target before the first rep: smoke, full
+MIN_REPS = (2, 5)  # smoke, full
+GOAL = 1.0
 
 
 @dataclass(frozen=True)
@@ -124,14 +114,14 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 async def _load(target: Target, concurrency: int, seconds: float) -> tuple[list[float], int]:
     latencies: list[float] = []
     errors = 0
-    stop = False
+    stop_sending = False
 
     async def connection(slot: int) -> None:
         nonlocal errors
         reader, writer = await asyncio.open_connection(target.host, target.port)
         i = slot
         try:
-            while not stop:
+            while not stop_sending:
                 request = target.requests[i % len(target.requests)]
                 began = time.perf_counter()
                 writer.write(request)
@@ -145,7 +135,7 @@ async def _load(target: Target, concurrency: int, seconds: float) -> tuple[list[
 
     tasks = [asyncio.create_task(connection(n)) for n in range(concurrency)]
     await asyncio.sleep(seconds)
-    stop = True
+    stop_sending = True
     await asyncio.gather(*tasks)
     return latencies, errors
 
@@ -168,15 +158,6 @@ def run_load(target: Target, *, concurrency: int, seconds: float, rep: int = 0) 
     )
 
 
-def start_sidecar(endpoint: str, port: int, log_path: Path) -> subprocess.Popen[bytes]:
-    """``rmwatch replica`` as a process of its own, as an operator runs it."""
-    command = [sys.executable, "-m", "rmwatch", "replica", "--etcd", endpoint,
-               "--listen", f"127.0.0.1:{port}", "--root-prefix", ROOT_PREFIX,
-               "--no-forward", "--drain-seconds", "0"]  # fmt: skip
-    with log_path.open("wb") as log_file:
-        return subprocess.Popen(command, cwd=REPO, stdout=log_file, stderr=subprocess.STDOUT)
-
-
 def wait_ready(base_url: str, timeout: float = 30.0) -> None:
     """Poll ``/ready`` until 200."""
     deadline = time.monotonic() + timeout
@@ -191,53 +172,49 @@ def wait_ready(base_url: str, timeout: float = 30.0) -> None:
     raise TimeoutError(f"sidecar at {base_url} not ready after {timeout}s")
 
 
-def median_of(reps: list[Rep], field: str) -> float:
-    """Median of one field over reps."""
-    return float(statistics.median(getattr(r, field) for r in reps))
-
-
-def measure_on(endpoint: str, client_port: int, *, groups: int, concurrency: int,
-               seconds: float, reps: int, warmup: float = 0.5,
-               log: Callable[[str], None] = print) -> list[Rep]:  # fmt: skip
-    """Seed ``groups`` groups under ``ROOT_PREFIX`` of the etcd at ``endpoint``, start the
-    sidecar process, run the alternating reps (sidecar, etcd; etcd, sidecar; ...)."""
+def measure(endpoint: str, client_port: int, *, reps: int, smoke: bool) -> list[Rep]:
+    """Seed the groups under ``ROOT_PREFIX``, start the sidecar process, run the alternating
+    reps; every rep of both targets, in the order they ran."""
+    seconds = SECONDS[0 if smoke else 1]
     layout = KeyLayout(ROOT_PREFIX)
     out: list[Rep] = []
     client = connect_to(endpoint)
-    try:  # realistic ~300 B groups (bench/_common.py), as the replica benchmark uses
+    try:  # the realistic ~300 B groups the replica figures use
         bulk_put(client, [(layout.settings(group_name(n)), group_value(n))
-                          for n in range(groups)])  # fmt: skip
+                          for n in range(GROUPS)])  # fmt: skip
     finally:
         client.close()
     port = free_port()
     sidecar_url = f"http://127.0.0.1:{port}"
     log_path = Path(tempfile.gettempdir()) / f"rmwatch-bench-sidecar-{port}.log"
-    proc = start_sidecar(endpoint, port, log_path)
+    proc = spawn(["replica", "--etcd", endpoint, "--listen", f"127.0.0.1:{port}",
+                  "--root-prefix", ROOT_PREFIX, "--no-forward", "--drain-seconds", "0"],
+                 log_path)  # fmt: skip
     try:
         wait_ready(sidecar_url)
         log(f"  sidecar pid {proc.pid} on {sidecar_url}, log {log_path}")
         targets = {
-            "sidecar": sidecar_target(port, groups),
-            "etcd_gateway": etcd_target(client_port, layout, groups),
+            "sidecar": sidecar_target(port, GROUPS),
+            "etcd_gateway": etcd_target(client_port, layout, GROUPS),
         }
         for target in targets.values():  # warm-up: connections, caches, allocator
-            run_load(target, concurrency=concurrency, seconds=warmup)
-        for rep in range(reps):
-            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
-            for name in order:
-                result = run_load(targets[name], concurrency=concurrency, seconds=seconds,
+            run_load(target, concurrency=CONCURRENCY, seconds=WARMUP[0 if smoke else 1])
+
+        def variant(name: str) -> Callable[[int], Rep]:
+            def one(rep: int) -> Rep:
+                result = run_load(targets[name], concurrency=CONCURRENCY, seconds=seconds,
                                   rep=rep)  # fmt: skip
                 out.append(result)
                 log(f"  P5 rep {rep + 1} {name:13s} {result.rps:9.1f} req/s  "
                     f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
                     f"errors {result.errors}")  # fmt: skip
+                return result
+
+            return one
+
+        alternated(reps, {name: variant(name) for name in targets})
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     return out
 
 
@@ -245,6 +222,9 @@ def summarize(reps: list[Rep]) -> dict[str, Any]:
     """Medians per target, and the per-rep ratios sidecar/etcd (median, min, max)."""
     side = [r for r in reps if r.target == "sidecar"]
     etcd = [r for r in reps if r.target == "etcd_gateway"]
+
+    def median_of(mine: list[Rep], field: str) -> float:
+        return float(statistics.median(getattr(r, field) for r in mine))
 
     def ratios(field: str) -> dict[str, Any]:
         values = [getattr(a, field) / getattr(b, field) for a, b in zip(side, etcd, strict=True)]
@@ -267,78 +247,24 @@ def summarize(reps: list[Rep]) -> dict[str, Any]:
     }
 
 
-def measure(args: argparse.Namespace) -> list[Rep]:
-    """Start etcd, then ``measure_on`` it."""
-    with EtcdMember() as member:
-        return measure_on(member.endpoint, member.client_port, groups=args.groups,
-                          concurrency=args.concurrency, seconds=args.seconds,
-                          reps=args.reps)  # fmt: skip
+def run(endpoint: str, client_port: int, *, reps: int, smoke: bool) -> dict[str, Any]:
+    """P5 against the etcd at ``endpoint`` (its gateway on ``client_port``)."""
+    reps = max(reps, MIN_REPS[0 if smoke else 1])
+    return summarize(measure(endpoint, client_port, reps=reps, smoke=smoke))
 
 
-def report(args: argparse.Namespace, reps: list[Rep]) -> None:
-    """Medians and ratios: written to ``args.out`` as JSON and printed as a table."""
-    summary: dict[str, dict[str, float]] = {}
-    for name in ("sidecar", "etcd_gateway"):
-        mine = [r for r in reps if r.target == name]
-        summary[name] = {
-            "rps": median_of(mine, "rps"),
-            "p50_ms": median_of(mine, "p50_ms"),
-            "p99_ms": median_of(mine, "p99_ms"),
-            "errors": float(sum(r.errors for r in mine)),
-        }
-    side, etcd = summary["sidecar"], summary["etcd_gateway"]
-    ratio = {
-        "rps_sidecar_over_etcd": round(side["rps"] / etcd["rps"], 3),
-        "p99_sidecar_over_etcd": round(side["p99_ms"] / etcd["p99_ms"], 3),
-    }
-    result = {
-        "benchmark": "sidecar GET config/group/{name} vs etcd POST /v3/kv/range",
-        "params": {
-            "groups": args.groups,
-            "concurrency": args.concurrency,
-            "seconds_per_rep": args.seconds,
-            "reps": args.reps,
-            "client": "one asyncio process, raw HTTP/1.1 keep-alive connections",
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
-        "median": summary,
-        "ratio": ratio,
-        "reps": [asdict(r) for r in reps],
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print()
-    print(
-        f"{'target':14s} {'req/s':>10s} {'p50 ms':>9s} {'p99 ms':>9s} {'errors':>7s}"
-        f"   (median of {args.reps} reps, {args.concurrency} connections, {os.cpu_count()} CPUs)"
-    )
-    for name, row in summary.items():
-        print(f"{name:14s} {row['rps']:10.1f} {row['p50_ms']:9.3f} {row['p99_ms']:9.3f} "
-              f"{int(row['errors']):7d}")  # fmt: skip
-    print(
-        f"sidecar/etcd: req/s x{ratio['rps_sidecar_over_etcd']}, "
-        f"p99 x{ratio['p99_sidecar_over_etcd']}   -> {args.out}"
-    )
+def rows(pid: str, result: dict[str, Any]) -> list[Row]:
+    """The table's lines: throughput and tail latency."""
+    return [
+        goal_row(pid, "sidecar GET req/s / etcd gateway /v3/kv/range", result["rps_ratio"], ">=",
+                 GOAL),
+        goal_row(pid, "sidecar GET p99 / etcd gateway p99", result["p99_ratio"], "<=", GOAL),
+    ]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the options, measure, report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "sidecar.json")
-    args = parser.parse_args(argv)
-    if args.reps < 3:
-        parser.error("--reps must be at least 3 (the median of fewer is not a median)")
-    report(args, measure(args))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def absolute(pid: str, result: dict[str, Any]) -> str:
+    """Both targets' req/s and latencies."""
+    s, e = result["median"]["sidecar"], result["median"]["etcd_gateway"]
+    return (f"{pid:<3} sidecar {s['rps']:.0f} req/s p50 {s['p50_ms']:.2f} p99 "
+            f"{s['p99_ms']:.2f} ms | etcd gateway {e['rps']:.0f} req/s p50 {e['p50_ms']:.2f} "
+            f"p99 {e['p99_ms']:.2f} ms ({CONCURRENCY} connections)")  # fmt: skip
