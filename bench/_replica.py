@@ -199,8 +199,8 @@ def trigger_rebuild(replica: Replica, gate: Gate, writer: Any, values: list[byte
 @dataclass
 class Rig:
     """One ready replica behind a ``Gate`` and two clients (a writer, and the raw side's
-    watcher), shared by the pairs that need a live replica (P2, P2b, P3, P4, P6): loading
-    100k groups once instead of once per figure saves minutes."""
+    watcher), shared by the pairs that need a live replica (P4, P2, P2b, P3, P6): started
+    once and kept running across them, as a replica runs when it serves."""
 
     endpoint: str
     values: list[bytes]

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from bench._common import bulk_put, connect_to, free_port, group_name, group_value, log, spawn, stop
-from bench._stats import Row, alternated, goal_row, pct
+from bench._stats import Row, alternated, goal_row, pct, ratio_summary
 from rmwatch.store.keys import KeyLayout
 
 API = "/resource-manager/api/v1"
@@ -227,9 +227,7 @@ def summarize(reps: list[Rep]) -> dict[str, Any]:
         return float(statistics.median(getattr(r, field) for r in mine))
 
     def ratios(field: str) -> dict[str, Any]:
-        values = [getattr(a, field) / getattr(b, field) for a, b in zip(side, etcd, strict=True)]
-        return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-                "max": round(max(values), 3), "samples": [round(v, 3) for v in values]}  # fmt: skip
+        return ratio_summary([getattr(a, field) for a in side], [getattr(b, field) for b in etcd])
 
     return {
         "median": {
