@@ -1,31 +1,67 @@
-"""Shared pieces of the replica benchmark: the etcd harness import, realistic group values,
-bulk loading, timing and statistics helpers.
+"""What every figure shares: the etcd member, realistic group values and how they are written,
+clients, the product's processes, and the machine's description.
 
 Only bench code: nothing here is imported by the product.
 """
 
 from __future__ import annotations
 
-import gc
-import statistics
+import platform
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))  # the harness (EtcdMember, make_client)
+    sys.path.insert(0, str(ROOT / "tests"))  # the test harness: EtcdMember, make_client
 
-from harness import EtcdMember, etcd_version  # noqa: E402,F401
+from harness import EtcdMember, etcd_version, free_port, make_client  # noqa: E402
 
 from rmwatch.store.codec import encode_settings  # noqa: E402
-from rmwatch.store.etcd import EtcdConfig, connect  # noqa: E402
+from rmwatch.store.etcd import EtcdConfig, connect, txn  # noqa: E402
+from rmwatch.store.keys import KeyLayout  # noqa: E402
 from rmwatch.store.models import ResourceGroup  # noqa: E402
 
+__all__ = [
+    "OURS_ROOT",
+    "RAW_ROOT",
+    "ROOT",
+    "EtcdMember",
+    "Population",
+    "bulk_put",
+    "compact_client",
+    "connect_to",
+    "cpu_model",
+    "current_revision",
+    "etcd_version",
+    "free_port",
+    "group_model",
+    "group_name",
+    "group_value",
+    "log",
+    "make_client",
+    "spawn",
+    "stop",
+]
+
+# The replica's root prefix, and the raw consumers' one: the same keys and values under two
+# prefixes, so a raw rep never feeds the replica's watch and vice versa.
+OURS_ROOT = "/bench/"
+RAW_ROOT = "/rawside/"
 TXN_OPS = 100  # puts per bulk-load transaction (etcd's --max-txn-ops default is 128)
 _JOB_TYPES = ["br", "lightning", "ddl", "stats", "analyze", "import_into"]
+
+
+def log(message: str) -> None:
+    """One progress line on stdout, flushed (a run takes minutes)."""
+    print(message, flush=True)
+
+
+# ---- data ------------------------------------------------------------------------------------
 
 
 def group_name(i: int) -> str:
@@ -84,15 +120,53 @@ def group_value(i: int, variant: int = 0) -> bytes:
     return encode_settings(group_model(i, variant))
 
 
+class Population:
+    """Groups ``0..n-1`` under the replica's root, grown on demand (the sweep adds groups size
+    after size); the values are kept for the figures that write them again."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.values: list[bytes] = []
+        self.layout = KeyLayout(OURS_ROOT)
+
+    def grow(self, n: int) -> None:
+        """Write groups ``len(values)..n-1`` (nothing when there are already ``n``)."""
+        start = len(self.values)
+        if n <= start:
+            return
+        t0 = time.perf_counter()
+        fresh = [group_value(i) for i in range(start, n)]
+        bulk_put(self.client, [(self.layout.settings(group_name(start + j)), v)
+                               for j, v in enumerate(fresh)])  # fmt: skip
+        self.values += fresh
+        log(f"  groups {start} -> {n} in {time.perf_counter() - t0:.1f}s")
+
+    def key_value_bytes(self, n: int) -> int:
+        """The sum of key and value lengths of the first ``n`` groups (P7's yardstick)."""
+        return sum(len(self.layout.settings(group_name(i)).encode()) + len(self.values[i])
+                   for i in range(n))  # fmt: skip
+
+
+# ---- etcd ------------------------------------------------------------------------------------
+
+
 def connect_to(endpoint: str) -> Any:
     """A pyetcd client with the product's channel options (256 MiB receive limit etc.)."""
     return connect(EtcdConfig.parse([endpoint]))
 
 
+_compactors: dict[str, Any] = {}
+
+
+def compact_client(endpoint: str) -> Any:
+    """A client with a 120 s deadline: a physical compaction of a long history takes > 5 s."""
+    if endpoint not in _compactors:
+        _compactors[endpoint] = connect(EtcdConfig.parse([endpoint], timeout=120.0))
+    return _compactors[endpoint]
+
+
 def bulk_put(client: Any, items: Sequence[tuple[str, bytes]], ops: int = TXN_OPS) -> int:
     """Write ``items`` in ``ops``-put transactions; return the last commit revision."""
-    from rmwatch.store.etcd import txn  # noqa: PLC0415
-
     revision = 0
     for start in range(0, len(items), ops):
         chunk = items[start : start + ops]
@@ -106,49 +180,42 @@ def current_revision(client: Any) -> int:
     return int(client.get_response(b"\0", count_only=True).header.revision)
 
 
-def pct(values: Sequence[float], q: float) -> float:
-    """The q-quantile (0..1) of ``values`` by nearest rank."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
+# ---- the product's processes -----------------------------------------------------------------
 
 
-def summary(samples: Sequence[float], digits: int = 4) -> dict[str, Any]:
-    """Median, min, max and the samples themselves."""
-    return {
-        "median": round(statistics.median(samples), digits),
-        "min": round(min(samples), digits),
-        "max": round(max(samples), digits),
-        "samples": [round(s, digits) for s in samples],
-    }
+def spawn(args: Sequence[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m rmwatch <args>`` as a process of its own, as an operator runs it (a server
+    in a thread of the bench would share its GIL with the client that measures it); its
+    output goes to ``log_path``."""
+    with log_path.open("wb") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "rmwatch", *args], cwd=ROOT,
+                                stdout=log_file, stderr=subprocess.STDOUT)  # fmt: skip
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """(seconds, result) of ``fn()``, after a full collection so earlier garbage is not billed."""
-    gc.collect()
-    start = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - start, result
-
-
-def proc_status() -> dict[str, int]:
-    """VmRSS / VmHWM of this process in bytes, from /proc/self/status."""
-    out: dict[str, int] = {}
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, value, _unit = line.split()
-                out[name.rstrip(":")] = int(value) * 1024
-    return out
-
-
-def reset_hwm() -> bool:
-    """Reset VmHWM to the current RSS (Linux: write 5 to /proc/self/clear_refs)."""
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (the graceful shutdown), SIGKILL if it has not exited after 20 s."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# ---- the machine -----------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    """The CPU's model name (lscpu), printed and saved next to the figures."""
+    try:
+        out = subprocess.run(
+            ["lscpu"], check=False, capture_output=True, text=True, timeout=5
+        ).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or "unknown"

@@ -10,11 +10,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+# matplotlib is the optional extra `bench`: without it these names are untyped, not missing.
+import matplotlib  # type: ignore[import-not-found, unused-ignore]
 
 matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt
-from matplotlib import ticker
+import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+from matplotlib import ticker  # type: ignore[import-not-found, unused-ignore]
 
 
 def _subtitle(doc: dict[str, Any]) -> str:

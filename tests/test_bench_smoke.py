@@ -3,6 +3,7 @@ sizes, one rep) and writes a ``latest.json`` naming every P-figure with numbers.
 
 Speed is never asserted here: on a shared CI machine the smoke's figures mean nothing (the
 real run is ``./scripts/bench``). Plots are skipped (matplotlib is the ``bench`` extra only).
+The committed ``bench/results/latest.json`` is checked against the figure modules that read it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ P_KEYS = ("P1", "P2", "P2b", "P3", "P4", "P5", "P6", "P7", "P8")
 
 
 def test_smoke_run_writes_every_p_figure(tmp_path: Path) -> None:
+    """A smoke run exits 0, and its latest.json and printed table name every P-figure with
+    finite numbers and a goal."""
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--no-plots", "--out", str(tmp_path)],
         cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
@@ -49,3 +52,19 @@ def test_smoke_run_writes_every_p_figure(tmp_path: Path) -> None:
     for key in P_KEYS:
         assert f"\n{key} " in run.stdout, key
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_saved_run_reads_back_through_the_figure_modules() -> None:
+    """The committed latest.json has the shape the figure modules read: their goal rows,
+    rebuilt from its results, are exactly the table it holds."""
+    script = (
+        "import json; from bench.__main__ import figures; "
+        "doc = json.load(open('bench/results/latest.json')); "
+        "print(json.dumps(figures(doc['results']) == doc['figures']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(run.stdout) is True

@@ -1,69 +1,55 @@
-"""Writer throughput as a ratio to raw pyetcd transactions of the same shape, in one run (P8).
-
-Run: ``python -m bench.writer_bench`` (starts its own etcd through tests/harness), or as part
-of ``python -m bench`` (the whole suite).
+"""P8, writer throughput: sequential writes per second of the writer library and of the writer's
+HTTP API, against raw pyetcd transactions of the same shape.
 
 Two write shapes, each measured three ways against one etcd:
+
 - ``set_service_limit`` (a blind put): raw = ``txn(fence compares -> put)``;
   library = ``Writer.set_service_limit``; http = ``POST .../service-limit``.
 - ``modify_group`` (read-modify-write): raw = ``get`` + ``txn(fence + mod_revision compare ->
   put)``; library = ``Writer.modify_group``; http = ``PUT config/group``.
 
-raw and library run in this process (each under its own fenced leadership, root
+raw and library run in this process, each under its own fenced leadership (root
 ``/wbench/lib/``). http is ``rmwatch writer`` as deployed: a process of its own (root
-``/wbench/http/``, its per-write log to a file), driven by one keep-alive HTTP/1.1 socket
-with the request bytes prepared beforehand (a lean client, as P5's: http.client's header
-parsing alone cost ~0.1 ms of this process per write). An earlier version
-served the app from a thread of this process and drove it with httpx: the client then shared
-the GIL with the server and httpx alone cost ~0.4 ms a request, so the figure measured the
-harness as much as the writer.
+``/wbench/http/``, its per-write log to a file), driven over one keep-alive HTTP/1.1 socket
+with the request bytes prepared beforehand, so the figure measures the writer, not the client.
+The three variants rotate within each rep (no variant always runs on a warmer etcd).
 
-Variants alternate A/B/C within each repetition (the order rotates every repetition so no
-variant always runs on a warmer etcd); the figure kept is the median of ``reps`` with the
-min-max of the per-rep ratios.
+Goals: library >= 0.8x raw, HTTP >= 0.5x raw, for both shapes.
 """
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
-import os
-import platform
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT / "tests") not in sys.path:
-    sys.path.insert(0, str(ROOT / "tests"))  # the harness (EtcdMember, make_client, free_port)
-
-from harness import EtcdMember, etcd_version, free_port, make_client  # noqa: E402
-
-from rmwatch.http.writer_app import PREFIX  # noqa: E402
-from rmwatch.store import codec  # noqa: E402
-from rmwatch.store.keys import KeyLayout  # noqa: E402
-from rmwatch.store.leadership import Leadership  # noqa: E402
-from rmwatch.store.models import (  # noqa: E402
+from bench._common import free_port, log, make_client, spawn, stop
+from bench._stats import Row, alternated, goal_row, ratio_summary
+from rmwatch.http.writer_app import PREFIX
+from rmwatch.store import codec
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.leadership import Leadership
+from rmwatch.store.models import (
     GroupRequestUnitSettings,
     ResourceGroup,
     TokenBucket,
     TokenLimitSettings,
 )
-from rmwatch.store.writer import Writer  # noqa: E402
+from rmwatch.store.writer import Writer
 
-OPS = 400  # writes per measurement: ~0.3-1 s each on a local fsync'd etcd
-REPS = 5  # median of 5
-RESULTS = ROOT / "bench" / "results" / "writer.json"
+OPS = (20, 400)  # writes per sample (smoke, full): ~0.3-1 s each on a local fsync'd etcd
+WARMUP = (5, 30)  # writes per variant before the first rep (smoke, full)
 LIB_ROOT = "/wbench/lib/"
 HTTP_ROOT = "/wbench/http/"
+LIBRARY_GOAL = 0.8
+HTTP_GOAL = 0.5
+SHAPES = (("set_service_limit", "put"), ("modify_group", "read-modify-write"))
 
 
 def group(fill: int) -> ResourceGroup:
@@ -83,12 +69,9 @@ class HttpWriter:
     def __init__(self, endpoint: str) -> None:
         self.port = free_port()
         self.log_path = Path(tempfile.gettempdir()) / f"rmwatch-bench-writer-{self.port}.log"
-        command = [sys.executable, "-m", "rmwatch", "writer", "--etcd", endpoint,
-                   "--listen", f"127.0.0.1:{self.port}", "--root-prefix", HTTP_ROOT,
-                   "--name", "bench-http"]  # fmt: skip
-        with self.log_path.open("wb") as log_file:
-            self.proc = subprocess.Popen(command, cwd=ROOT, stdout=log_file,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
+        self.proc = spawn(["writer", "--etcd", endpoint, "--listen", f"127.0.0.1:{self.port}",
+                           "--root-prefix", HTTP_ROOT, "--name", "bench-http"],
+                          self.log_path)  # fmt: skip
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         deadline = time.monotonic() + 30
         while True:
@@ -108,7 +91,7 @@ class HttpWriter:
         self.buffer = b""
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        """One request with http.client (setup and checks)."""
+        """One request with http.client (setup and checks, never timed)."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         self.conn.request(method, path, body=body, headers=headers)
         response = self.conn.getresponse()
@@ -122,9 +105,9 @@ class HttpWriter:
         return head.encode() + body
 
     def send(self, request: bytes) -> tuple[int, bytes]:
-        """Send prepared request bytes on the raw keep-alive socket; (status, body). The
-        measured loop uses this lean client (as P5's does) rather than http.client, whose
-        per-response header parsing (email.parser) cost ~0.1 ms of this process's GIL."""
+        """Send prepared request bytes on the raw keep-alive socket; (status, body). The timed
+        loop uses this lean client (as P5's does) rather than http.client, whose per-response
+        header parsing (email.parser) would bill this process's GIL to the writer."""
         self.sock.sendall(request)
         data = self.buffer
         while b"\r\n\r\n" not in data:
@@ -149,16 +132,11 @@ class HttpWriter:
         return chunk
 
     def close(self) -> None:
+        """Close both connections and stop the process."""
         self.conn.close()
         if hasattr(self, "sock"):
             self.sock.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def rate(fn: Callable[[int], Any], ops: int) -> float:
@@ -170,46 +148,37 @@ def rate(fn: Callable[[int], Any], ops: int) -> float:
 
 
 def measure(shapes: dict[str, dict[str, Callable[[int], Any]]], *, ops: int, reps: int,
-            warmup: int = 30, log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Median writes/s of every variant of every shape, A/B/C-alternated, with ratios."""
+            warmup: int) -> dict[str, Any]:  # fmt: skip
+    """Median writes/s of every variant of every shape, rotated, with ratios to raw."""
     results: dict[str, Any] = {}
     for shape, variants in shapes.items():
         for fn in variants.values():  # warm-up: connections, caches
             for i in range(warmup):
                 fn(i)
-        samples: dict[str, list[float]] = {name: [] for name in variants}
-        names = list(variants)
-        for rep in range(reps):
-            order = names[rep % len(names) :] + names[: rep % len(names)]
-            for name in order:
-                samples[name].append(rate(variants[name], ops))
-            log(f"  P8 {shape} rep {rep + 1}: "
-                + " ".join(f"{n} {samples[n][-1]:.0f}/s" for n in names))  # fmt: skip
+
+        def progress(rep: int, s: dict[str, list[float]], shape: str = shape) -> None:
+            log(f"  P8 {shape} rep {rep + 1}: " + " ".join(f"{n} {s[n][-1]:.0f}/s" for n in s))
+
+        def variant(fn: Callable[[int], Any]) -> Callable[[int], float]:
+            return lambda _rep: rate(fn, ops)
+
+        samples = alternated(reps, {name: variant(fn) for name, fn in variants.items()},
+                             after_rep=progress)  # fmt: skip
         raw = samples["raw_txn"]
         results[shape] = {
             name: {
-                "writes_per_s": round(statistics.median(samples[name]), 1),
-                "samples": [round(s, 1) for s in samples[name]],
-                "ratio_to_raw": _ratio(samples[name], raw),
+                "writes_per_s": round(statistics.median(mine), 1),
+                "samples": [round(s, 1) for s in mine],
+                "ratio_to_raw": ratio_summary(mine, raw),
             }
-            for name in names
+            for name, mine in samples.items()
         }
     return results
 
 
-def _ratio(ours: list[float], base: list[float]) -> dict[str, Any]:
-    ratios = [o / b for o, b in zip(ours, base, strict=True)]
-    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
-            "max": round(max(ratios), 3), "samples": [round(r, 3) for r in ratios]}  # fmt: skip
-
-
-def run(endpoint: str, *, ops: int = OPS, reps: int = REPS, warmup: int = 30,
-        log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+def run(endpoint: str, *, reps: int, smoke: bool) -> dict[str, Any]:
     """P8 against the etcd at ``endpoint``: ``{"shapes": {...}, "method": ...}``."""
-    import structlog  # noqa: PLC0415
-
-    # Quiet the library's per-write JSON log here (the writer process logs to its file).
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    ops, warmup = OPS[0 if smoke else 1], WARMUP[0 if smoke else 1]
     client = make_client([endpoint])
     layout = KeyLayout(LIB_ROOT)
     leadership = Leadership(client=client, layout=layout, name="bench",
@@ -239,6 +208,7 @@ def run(endpoint: str, *, ops: int = OPS, reps: int = REPS, warmup: int = 30,
                 group(i + 2).model_dump(mode="json", exclude_none=True)).encode())
             for i in range(count)
         ]  # fmt: skip
+        http_writer = server
 
         def raw_limit(i: int) -> None:
             ok, _ = client.transaction(
@@ -259,11 +229,11 @@ def run(endpoint: str, *, ops: int = OPS, reps: int = REPS, warmup: int = 30,
             assert ok
 
         def http_limit(i: int) -> None:
-            status, body = server.send(limit_requests[i])
+            status, body = http_writer.send(limit_requests[i])
             assert status == 200, body
 
         def http_modify(i: int) -> None:
-            status, body = server.send(modify_requests[i])
+            status, body = http_writer.send(modify_requests[i])
             assert status == 200, body
 
         shapes: dict[str, dict[str, Callable[[int], Any]]] = {
@@ -278,7 +248,7 @@ def run(endpoint: str, *, ops: int = OPS, reps: int = REPS, warmup: int = 30,
                 "http": http_modify,
             },
         }
-        results = measure(shapes, ops=ops, reps=reps, warmup=warmup, log=log)
+        results = measure(shapes, ops=ops, reps=reps, warmup=warmup)
     finally:
         if server is not None:
             server.close()
@@ -294,26 +264,26 @@ def run(endpoint: str, *, ops: int = OPS, reps: int = REPS, warmup: int = 30,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Start etcd, measure, print and save the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ops", type=int, default=OPS)
-    parser.add_argument("--reps", type=int, default=REPS)
-    args = parser.parse_args(argv)
-    with EtcdMember("bench") as member:
-        out = run(member.endpoint, ops=args.ops, reps=args.reps)
-        version = etcd_version(member.binary)
-    meta = {"etcd": version, "python": platform.python_version(), "cpus": os.cpu_count()}
-    print(f"{'shape':<20}{'variant':<10}{'writes/s':>10}{'ratio':>8}")
-    for shape, variants_out in out["shapes"].items():
-        for name, row in variants_out.items():
-            print(f"{shape:<20}{name:<10}{row['writes_per_s']:>10.1f}"
-                  f"{row['ratio_to_raw']['median']:>8.3f}")  # fmt: skip
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, **out}, indent=2) + "\n")
-    print(f"written to {RESULTS.relative_to(ROOT)}")
-    return 0
+def rows(pid: str, result: dict[str, Any]) -> list[Row]:
+    """The table's lines: library and HTTP, for both shapes."""
+    out = []
+    for shape, label in SHAPES:
+        variants = result["shapes"][shape]
+        out += [
+            goal_row(pid, f"writer library writes/s / raw txn ({label})",
+                     variants["library"]["ratio_to_raw"], ">=", LIBRARY_GOAL),
+            goal_row(pid, f"writer HTTP writes/s / raw txn ({label})",
+                     variants["http"]["ratio_to_raw"], ">=", HTTP_GOAL),
+        ]  # fmt: skip
+    return out
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def absolute(pid: str, result: dict[str, Any]) -> str:
+    """Writes/s of every variant of both shapes."""
+    parts = []
+    for shape, label in SHAPES:
+        v = result["shapes"][shape]
+        parts.append(f"{label}: raw {v['raw_txn']['writes_per_s']:.0f}, library "
+                     f"{v['library']['writes_per_s']:.0f}, HTTP {v['http']['writes_per_s']:.0f}"
+                     " writes/s")  # fmt: skip
+    return f"{pid:<3} " + " | ".join(parts)
