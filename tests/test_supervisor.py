@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from process_support import descendants, wait_gone
 
 from rmwatch.cli.supervisor import Mechanism, Supervisor, default_mechanism
 
@@ -31,41 +32,6 @@ supervisor.popen([sys.executable, "-c", "import time; time.sleep(120)"])
 print("started", flush=True)
 time.sleep(120)
 """
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier}
-        found |= frontier
-    return found
-
-
-def wait_gone(pids: set[int], timeout: float) -> set[int]:
-    """Poll until none of ``pids`` runs; return those still running after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while (alive := {p for p in pids if _alive(p)}) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return alive
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
