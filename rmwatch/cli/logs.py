@@ -101,7 +101,9 @@ def _formatter(fmt: Literal["json", "console"], colors: bool) -> logging.Formatt
     )
 
 
-def configure(fmt: LogFormat = "auto", *, stream: IO[str] | None = None) -> str:
+def configure(
+    fmt: LogFormat = "auto", *, stream: IO[str] | None = None
+) -> Literal["json", "console"]:
     """Send every log record to ``stream`` (stderr) in ``fmt``; return the format used.
 
     INFO and above from ``rmwatch.*``, WARNING and above from everything else (so a
