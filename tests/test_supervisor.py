@@ -45,8 +45,12 @@ class TestParentDeath:
         assert parent.stdout is not None
         try:
             assert parent.stdout.readline().strip() == "started"
-            children = descendants(parent.pid)
-            assert children, "the parent started no child"
+            # The command itself, and under the watchdog mechanism the watchdog above it.
+            expected = 2 if mechanism == "watchdog" else 1
+            deadline = time.monotonic() + 10
+            while len(children := descendants(parent.pid)) < expected:
+                assert time.monotonic() < deadline, f"the parent started only {children}"
+                time.sleep(0.02)
             parent.kill()
             parent.wait(5)
             assert wait_gone(children, 5.0) == set()
@@ -62,8 +66,10 @@ class TestWatchdog:
         the status a shell reports for it (128 + 15)."""
         with Supervisor("watchdog") as supervisor:
             proc = supervisor.popen(SLEEPER)
-            time.sleep(0.5)  # let the watchdog start its command and install its handlers
-            command = descendants(proc.pid)
+            deadline = time.monotonic() + 10
+            while not (command := descendants(proc.pid)):  # the watchdog started it
+                assert time.monotonic() < deadline, "the watchdog started no command"
+                time.sleep(0.02)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(10) == 128 + signal.SIGTERM
         assert wait_gone(command, 5.0) == set()

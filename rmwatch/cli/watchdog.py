@@ -34,13 +34,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("usage: python -m rmwatch.cli.watchdog FD COMMAND [ARG...]", file=sys.stderr)
         return 2
     fd = int(args[0])
-    child = subprocess.Popen(args[1:])
+    # Signal handlers first, then the command: a SIGTERM that arrives while the command is
+    # being started is held and passed on, instead of killing the watchdog and orphaning it.
+    started: list[subprocess.Popen[bytes]] = []
+    held: list[int] = []
 
     def forward(sig: int, _frame: FrameType | None) -> None:
-        child.send_signal(sig)
+        if started:
+            started[0].send_signal(sig)
+        else:
+            held.append(sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    child = subprocess.Popen(args[1:])
+    started.append(child)
+    for held_sig in held:
+        child.send_signal(held_sig)
     threading.Thread(target=_kill_on_eof, args=(fd, child), daemon=True).start()
     code = child.wait()
     return code if code >= 0 else 128 - code
