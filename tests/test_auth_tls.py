@@ -27,7 +27,7 @@ from pyetcd import etcdrpc
 from pyetcd.etcdrpc import auth_pb2
 from tls_support import Pki, make_pki
 
-from rmwatch.cli.setup_auth import replica_grants, writer_grants
+from rmwatch.cli.etcd_auth import replica_grants, writer_grants
 from rmwatch.cli.writer import WriterSettings
 from rmwatch.errors import EtcdAuthError, EtcdUnavailableError, NotReadyError
 from rmwatch.http.sidecar_app import create_sidecar_app

@@ -1,44 +1,84 @@
-"""`rmwatch dev` used as a new user would: a subprocess, then HTTP only."""
+"""`rmwatch dev` used as a new user would: a subprocess, then HTTP only; and what it leaves
+behind when it is stopped (nothing), politely or with SIGKILL."""
 
 from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 from harness import free_ports
+from process_support import descendants, wait_gone
 
 API = "/resource-manager/api/v1"
+
+
+@dataclass
+class Dev:
+    """A running ``rmwatch dev``: its process, the banner it printed, and its ports."""
+
+    proc: subprocess.Popen[str]
+    banner: str
+    ports: tuple[int, ...]
+
+
+@contextmanager
+def running_dev() -> Iterator[Dev]:
+    """``rmwatch dev`` on free ports, up to its banner; killed afterwards if still running."""
+    etcd_port, writer_port, replica_port = free_ports(3)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rmwatch", "dev", "--etcd-port", str(etcd_port),
+         "--writer-port", str(writer_port), "--replica-port", str(replica_port)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    banner: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("Ctrl-C stops everything" in line for line in banner):
+            assert time.monotonic() < deadline, "".join(banner)
+            line = proc.stdout.readline()
+            assert line, f"rmwatch dev exited early: {''.join(banner)}"
+            banner.append(line)
+        yield Dev(proc, "".join(banner), (etcd_port, etcd_port + 1, writer_port, replica_port))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def listening(port: int) -> bool:
+    """True when something accepts connections on 127.0.0.1:``port``."""
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_ports_free(ports: tuple[int, ...], timeout: float) -> list[int]:
+    """Poll until nothing listens on ``ports``; return those still taken after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while (taken := [p for p in ports if listening(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return taken
 
 
 class TestDev:
     def test_dev_starts_everything_serves_read_your_writes_and_stops_on_ctrl_c(self) -> None:
         """The printed URLs work: a group POSTed to the writer is read back from the replica
         with min_revision, /status shows SERVING, and SIGINT stops every process cleanly."""
-        etcd_port, writer_port, replica_port = free_ports(3)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "rmwatch", "dev", "--etcd-port", str(etcd_port),
-             "--writer-port", str(writer_port), "--replica-port", str(replica_port)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
-        assert proc.stdout is not None
-        banner: list[str] = []
-        try:
-            deadline = time.monotonic() + 60
-            while not any("Ctrl-C stops everything" in line for line in banner):
-                assert time.monotonic() < deadline, "".join(banner)
-                line = proc.stdout.readline()
-                assert line, f"rmwatch dev exited early: {''.join(banner)}"
-                banner.append(line)
-            text = "".join(banner)
-            writer = re.search(r"writer\s+(http://\S+)", text)
-            replica = re.search(r"replica\s+(http://\S+)", text)
+        with running_dev() as dev:
+            writer = re.search(r"writer\s+(http://\S+)", dev.banner)
+            replica = re.search(r"replica\s+(http://\S+)", dev.banner)
             assert writer is not None
             assert replica is not None
-            assert "curl" in text
+            assert "curl" in dev.banner
             body = {"name": "from-test", "mode": 1, "priority": 3}
             created = httpx.post(f"{writer.group(1)}{API}/config/group", json=body, timeout=10)
             assert created.status_code == 200
@@ -54,8 +94,31 @@ class TestDev:
             default = httpx.get(f"{replica.group(1)}{API}/config/group/default", timeout=10)
             assert default.json()["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 2147483647
             assert httpx.get(f"{replica.group(1)}/status", timeout=10).json()["state"] == "SERVING"
-        finally:
-            proc.send_signal(signal.SIGINT)
-            out, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0
-        assert "rmwatch dev: stopped" in out
+            dev.proc.send_signal(signal.SIGINT)
+            out, _ = dev.proc.communicate(timeout=30)
+            assert dev.proc.returncode == 0
+            assert "rmwatch dev: stopped" in out
+
+    def test_sigterm_stops_every_child_and_frees_the_ports(self) -> None:
+        """SIGTERM: exit 0 within a few seconds, etcd, writer and replica gone, ports free."""
+        with running_dev() as dev:
+            children = descendants(dev.proc.pid)
+            assert len(children) >= 3, "etcd, writer and replica"
+            started = time.monotonic()
+            dev.proc.send_signal(signal.SIGTERM)
+            assert dev.proc.wait(20) == 0
+            assert time.monotonic() - started < 10
+            assert wait_gone(children, 5.0) == set()
+            assert wait_ports_free(dev.ports, 5.0) == []
+
+    def test_sigkill_of_dev_leaves_no_child_and_no_port_taken(self) -> None:
+        """SIGKILL of rmwatch dev (nothing can catch it): its etcd, writer and replica are
+        gone and their ports free within 5 s."""
+        with running_dev() as dev:
+            children = descendants(dev.proc.pid)
+            assert len(children) >= 3, "etcd, writer and replica"
+            assert all(listening(port) for port in dev.ports)
+            dev.proc.kill()
+            dev.proc.wait(5)
+            assert wait_gone(children, 5.0) == set()
+            assert wait_ports_free(dev.ports, 5.0) == []

@@ -147,7 +147,7 @@ class TestSigtermDrain:
                     proc.wait()
         events = [json.loads(line) for line in log_path.read_text().splitlines()
                   if line.startswith("{")]  # fmt: skip
-        stopped = [e for e in events if e.get("event") == "sidecar.stopped"]
+        stopped = [e for e in events if e.get("event") == "sidecar_stopped"]
         assert exit_code == 0, log_path.read_text()[-2000:]
         assert seen_503, "/ready did not turn 503 during the drain"
         assert traffic.failures == []

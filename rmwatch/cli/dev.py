@@ -3,6 +3,11 @@
 The quickest way to see rmwatch work: it starts everything, creates the ``default`` group,
 prints the URLs and three ``curl`` lines to try, and stops everything on Ctrl-C (SIGINT or
 SIGTERM). ``--smoke`` runs those curl steps itself over HTTP and exits (0 on success).
+
+Logs are for a person here: every process logs in structlog's console format on stderr (one
+line per event, its component in brackets), and the banner comes on stdout once start-up is
+over, between two rules. The children run under ``rmwatch.cli.supervisor``: even a SIGKILL of
+``rmwatch dev`` takes etcd, the writer and the replica down with it, freeing their ports.
 """
 
 from __future__ import annotations
@@ -16,12 +21,21 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
 import httpx
 
+from rmwatch._logging import get_logger
+from rmwatch.cli import logs
+from rmwatch.cli.logs import LogFormat
+from rmwatch.cli.options import COMMON_FLAGS, CliSettings, add_log_arguments, given_flags
+from rmwatch.cli.supervisor import Supervisor
 from rmwatch.store.models import default_group
 from rmwatch.testing.etcd import EmbeddedEtcd
+
+log = get_logger("dev")
 
 API = "/resource-manager/api/v1"
 EXAMPLE_GROUP = {
@@ -46,7 +60,15 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--smoke", action="store_true", help="run the example requests, print them, and exit"
     )
+    add_log_arguments(parser)
     parser.set_defaults(run=run)
+
+
+class DevSettings(CliSettings):
+    """Settings of ``rmwatch dev`` read from the environment: logs default to the console
+    format, since a person reads them (``RMWATCH_LOG_FORMAT=json`` for a machine)."""
+
+    log_format: LogFormat = "console"
 
 
 def _check_free(port: int, what: str) -> None:
@@ -61,23 +83,24 @@ def _check_free(port: int, what: str) -> None:
             ) from None
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.Popen([sys.executable, "-m", "rmwatch", *args], env=env)
-
-
-def _wait_http(url: str, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:
+def _wait_http(
+    url: str, timeout: float, what: str, children: list[subprocess.Popen[bytes]],
+    stop: threading.Event,
+) -> bool:  # fmt: skip
+    """Poll ``url`` until it answers 200 (True) or ``stop`` is set (False)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(p.poll() is not None for p in procs):
+    while not stop.is_set():
+        if any(p.poll() is not None for p in children):
             raise SystemExit(f"rmwatch dev: {what} exited during start-up (see its log above)")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
-                return
+                return True
         except httpx.HTTPError:
             pass
-        time.sleep(0.1)
-    raise SystemExit(f"rmwatch dev: {what} not ready at {url} within {timeout:g}s")
+        if time.monotonic() > deadline:
+            raise SystemExit(f"rmwatch dev: {what} not ready at {url} within {timeout:g}s")
+        stop.wait(0.1)
+    return False
 
 
 def _ensure_default(writer: str) -> None:
@@ -119,8 +142,54 @@ def _smoke(writer: str, replica: str) -> None:
     print(f"GET {replica}/status -> state={status['state']} applied={status['applied_revision']}")
 
 
+RULE = "=" * 72
+
+
+def _banner(etcd: EmbeddedEtcd, writer: str, replica: str) -> str:
+    return "\n".join(
+        [
+            "",
+            RULE,
+            "rmwatch dev is running:",
+            f"  etcd     http://{etcd.endpoint}   ({etcd.binary}, data in {etcd.data_dir})",
+            f"  writer   {writer}   (PD's write API; docs at {writer}/docs)",
+            f"  replica  {replica}   (PD's read API from the cache; {replica}/status)",
+            "",
+            *_curl_lines(writer, replica),
+            "",
+            "Ctrl-C stops everything.",
+            RULE,
+            "",
+        ]
+    )
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every child, then wait; one that is still running after 15 s is killed."""
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for name, proc in children.items():
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            log.warning("child_killed", child=name, reason="no exit 15 s after SIGTERM")
+            proc.kill()
+            proc.wait()
+
+
+def _on_signals(stop: threading.Event) -> Callable[[int, FrameType | None], None]:
+    def handler(sig: int, _frame: FrameType | None) -> None:
+        if not stop.is_set():
+            log.info("stop_requested", signal=signal.Signals(sig).name)
+        stop.set()
+
+    return handler
+
+
 def run(args: argparse.Namespace) -> int:
-    """Start etcd, writer and replica; print how to use them; stop all on Ctrl-C."""
+    """Start etcd, writer and replica; print how to use them; stop all on Ctrl-C or SIGTERM."""
+    log_format = logs.configure(DevSettings(**given_flags(args, COMMON_FLAGS)).log_format)
     for port, what in (
         (args.etcd_port, "etcd"),
         (args.etcd_port + 1, "etcd"),
@@ -128,58 +197,60 @@ def run(args: argparse.Namespace) -> int:
         (args.replica_port, "replica"),
     ):
         _check_free(port, what)
-    writer = f"http://127.0.0.1:{args.writer_port}"
-    replica = f"http://127.0.0.1:{args.replica_port}"
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    procs: list[subprocess.Popen[bytes]] = []
-    with EmbeddedEtcd(
-        client_port=args.etcd_port, peer_port=args.etcd_port + 1, data_dir=args.data_dir
-    ) as etcd:
-        try:
-            writer_listen = f"127.0.0.1:{args.writer_port}"
-            replica_listen = f"127.0.0.1:{args.replica_port}"
-            procs.append(
-                _spawn(["writer", "--etcd", etcd.endpoint, "--listen", writer_listen,
-                        "--name", "dev-writer"])
-            )  # fmt: skip
-            # No load balancer to drain from here: Ctrl-C stops the replica at once (not 5 s).
-            procs.append(
-                _spawn(["replica", "--etcd", etcd.endpoint, "--listen", replica_listen,
-                        "--drain-seconds", "0"])
-            )  # fmt: skip
-            _wait_http(f"{writer}/health", 30, "writer", procs)
-            _wait_http(f"{replica}/ready", 30, "replica", procs)
-            _ensure_default(writer)
-            banner = [
-                "",
-                "rmwatch dev is running:",
-                f"  etcd     http://{etcd.endpoint}   ({etcd.binary}, data in {etcd.data_dir})",
-                f"  writer   {writer}   (PD's write API; docs at {writer}/docs)",
-                f"  replica  {replica}   (PD's read API from the cache; {replica}/status)",
-                "",
-                *_curl_lines(writer, replica),
-                "",
-                "Ctrl-C stops everything.",
-            ]
-            print("\n".join(banner), flush=True)
-            if args.smoke:
-                _smoke(writer, replica)
-                return 0
-            while not stop.wait(0.5):
-                dead = [p for p in procs if p.poll() is not None]
-                if dead:
-                    print("rmwatch dev: a child process exited; stopping", file=sys.stderr)
-                    return 1
+        signal.signal(sig, _on_signals(stop))
+    try:
+        with Supervisor() as supervisor, EmbeddedEtcd(
+            client_port=args.etcd_port, peer_port=args.etcd_port + 1, data_dir=args.data_dir,
+            popen=supervisor.popen,
+        ) as etcd:  # fmt: skip
+            log.info("etcd_started", endpoint=etcd.endpoint, data_dir=etcd.data_dir,
+                     supervision=supervisor.mechanism)  # fmt: skip
+            return _run_services(args, etcd, supervisor, stop, log_format)
+    finally:
+        print("rmwatch dev: stopped", flush=True)
+
+
+def _run_services(
+    args: argparse.Namespace, etcd: EmbeddedEtcd, supervisor: Supervisor,
+    stop: threading.Event, log_format: str,
+) -> int:  # fmt: skip
+    """Writer and replica on ``etcd`` until ``stop``; both are stopped on the way out."""
+    writer = f"http://127.0.0.1:{args.writer_port}"
+    replica = f"http://127.0.0.1:{args.replica_port}"
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+
+    def spawn(name: str, *argv: str) -> None:
+        command = [sys.executable, "-m", "rmwatch", name, "--log-format", log_format, *argv]
+        children[name] = supervisor.popen(command, env=env)
+
+    try:
+        if stop.is_set():
             return 0
-        finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            print("rmwatch dev: stopped", flush=True)
+        spawn("writer", "--etcd", etcd.endpoint, "--listen", f"127.0.0.1:{args.writer_port}",
+              "--name", "dev-writer")  # fmt: skip
+        # No load balancer to drain from here: Ctrl-C stops the replica at once (not 5 s).
+        spawn("replica", "--etcd", etcd.endpoint, "--listen", f"127.0.0.1:{args.replica_port}",
+              "--drain-seconds", "0")  # fmt: skip
+        procs = list(children.values())
+        if not (
+            _wait_http(f"{writer}/health", 30, "writer", procs, stop)
+            and _wait_http(f"{replica}/ready", 30, "replica", procs, stop)
+        ):
+            return 0
+        _ensure_default(writer)
+        sys.stderr.flush()
+        print(_banner(etcd, writer, replica), flush=True)
+        if args.smoke:
+            _smoke(writer, replica)
+            return 0
+        while not stop.wait(0.5):
+            dead = {n: p.returncode for n, p in children.items() if p.poll() is not None}
+            if dead:
+                log.error("child_exited", children=dead)
+                return 1
+        return 0
+    finally:
+        _stop_children(children)

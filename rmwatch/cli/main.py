@@ -3,6 +3,19 @@
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``run=callable(args) -> int``: ``writer``, ``replica``, ``dev`` and ``etcd-setup-auth``.
 Flags override ``RMWATCH_*`` environment variables.
+
+The CLI layer, one module per concern::
+
+    main.py        this entry point
+    options.py     settings shared by every subcommand: --log-format, --listen, etcd TLS/auth
+    logs.py        the only logging setup: JSON lines or structlog's console rendering
+    writer.py      rmwatch writer
+    replica.py     rmwatch replica (the sidecar)
+    dev.py         rmwatch dev: embedded etcd + writer + replica on loopback
+    supervisor.py  children that die with rmwatch dev (parent-death signal or watchdog)
+    watchdog.py    the portable watchdog process behind supervisor.py
+    setup_auth.py  rmwatch etcd-setup-auth
+    etcd_auth.py   the least-privilege roles and users it plans and applies
 """
 
 from __future__ import annotations

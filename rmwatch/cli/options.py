@@ -1,7 +1,9 @@
-"""The etcd TLS and authentication options every ``rmwatch`` subcommand shares.
+"""The options every ``rmwatch`` subcommand shares: settings, ``--listen``, etcd TLS and auth.
 
-Flags and ``RMWATCH_*`` environment variables (pydantic-settings), flags on top::
+Each setting is a flag and an ``RMWATCH_*`` environment variable (pydantic-settings); a flag
+given on the command line wins over the environment::
 
+    --log-format auto|json|console  RMWATCH_LOG_FORMAT   how log lines look (rmwatch.cli.logs)
     --etcd-ca FILE             RMWATCH_ETCD_CA             CA bundle that signed etcd's cert
     --etcd-cert FILE           RMWATCH_ETCD_CERT           client certificate (mutual TLS)
     --etcd-key FILE            RMWATCH_ETCD_KEY            its private key
@@ -17,21 +19,30 @@ user in ``ps``. A password file is read once at start; its trailing newline is d
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rmwatch.cli.logs import FORMATS, LogFormat
 from rmwatch.store.etcd import EtcdConfig
 
 ETCD_AUTH_FLAGS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
+COMMON_FLAGS = ("log_format",)
 
 
-class EtcdAuthOptions(BaseSettings):
-    """Base of a subcommand's settings: these fields, each also ``RMWATCH_<FIELD>``."""
+class CliSettings(BaseSettings):
+    """Base of every subcommand's settings: each field is also ``RMWATCH_<FIELD>``."""
 
     model_config = SettingsConfigDict(env_prefix="RMWATCH_", extra="ignore")
+
+    log_format: LogFormat = "auto"
+
+
+class EtcdAuthOptions(CliSettings):
+    """Base of the settings of a subcommand that talks to etcd: TLS and authentication."""
 
     etcd_ca: Path | None = None
     etcd_cert: Path | None = None
@@ -91,6 +102,37 @@ def read_secret(path: Path, *, what: str) -> SecretStr:
     return SecretStr(text)
 
 
+def split_listen(listen: str) -> tuple[str, int]:
+    """``--listen HOST:PORT`` as (host, port); ``:8080`` means every interface."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"--listen {listen!r} must be HOST:PORT")
+    return host or "0.0.0.0", int(port)
+
+
+def server_options() -> dict[str, Any]:
+    """uvicorn options of both HTTP services: httptools and uvloop where installed (runtime
+    dependencies; plain h11/asyncio otherwise), no access log, and no logging setup of
+    uvicorn's own, so its records go through ``rmwatch.cli.logs`` like ours. What httptools
+    and uvloop gain is measured in bench/README.md."""
+    return {
+        "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
+        "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        "access_log": False,
+        "log_config": None,
+    }
+
+
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--log-format``."""
+    parser.add_argument(
+        "--log-format",
+        choices=FORMATS,
+        help="log lines as JSON or for a person; auto = console on a terminal, else JSON "
+        "(RMWATCH_LOG_FORMAT)",
+    )
+
+
 def add_etcd_auth_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--etcd-ca/--etcd-cert/--etcd-key/--etcd-user/--etcd-password-file``."""
     group = parser.add_argument_group("etcd TLS and authentication")
@@ -115,9 +157,14 @@ def given_flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, A
 
 
 __all__ = [
+    "COMMON_FLAGS",
     "ETCD_AUTH_FLAGS",
+    "CliSettings",
     "EtcdAuthOptions",
     "add_etcd_auth_arguments",
+    "add_log_arguments",
     "given_flags",
     "read_secret",
+    "server_options",
+    "split_listen",
 ]
