@@ -36,14 +36,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import structlog
 from pyetcd import etcdrpc
 
+from rmwatch._logging import get_logger
 from rmwatch.errors import NotLeaderError
 from rmwatch.store.etcd import txn
 from rmwatch.store.keys import KeyLayout
 
-log = structlog.get_logger("rmwatch.leadership")
+log = get_logger("writer")
 
 DEFAULT_TTL = 5.0
 DEFAULT_POLL_INTERVAL = 0.15

@@ -40,10 +40,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 from pyetcd.utils import prefix_range_end
 
+from rmwatch._logging import get_logger
 from rmwatch.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -74,7 +74,7 @@ from rmwatch.store.models import (
 )
 from rmwatch.store.roles import WriteKind, WriteRole, check_write
 
-log = structlog.get_logger("rmwatch.writer")
+log = get_logger("writer")
 
 DEFAULT_TIMEOUT = 5.0
 MODIFY_ATTEMPTS = 3

@@ -169,7 +169,9 @@ class TestSigterm:
                 assert info is not None
                 assert info.name == "b"
             stderr = proc.stderr.read().decode() if proc.stderr else ""
-            assert '"event": "drain_finished"' in stderr
+            # The drain logs through the library's stdlib logger; how the line is rendered
+            # (JSON or console) is the CLI's logging setup, tested with the CLI.
+            assert "drain_finished" in stderr
             assert "tok" not in stderr.replace("token", "")
         finally:
             if proc.poll() is None:
