@@ -15,9 +15,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from rmwatch.store.etcd import call_with_retry
+from rmwatch.store.etcd import EtcdClient, call_with_retry
 from rmwatch.store.keys import KeyLayout, parse_keyspace_index
 
 DEFAULT_TTL = 30.0
@@ -28,11 +27,11 @@ LOOKUP_DEADLINE = 2.0
 
 
 class KeyspaceResolver:
-    """``resolver(name) -> id | None`` over a pyetcd client (thread-safe, blocking)."""
+    """``resolver(name) -> id | None`` over an etcd connection (thread-safe, blocking)."""
 
     def __init__(
         self,
-        client: Any,
+        client: EtcdClient,
         layout: KeyLayout,
         *,
         ttl: float = DEFAULT_TTL,

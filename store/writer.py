@@ -58,7 +58,17 @@ from rmwatch.errors import (
     WriteRefusedError,
 )
 from rmwatch.store import codec
-from rmwatch.store.etcd import EtcdConfig, call_with_retry, connect, is_transient, txn
+from rmwatch.store.etcd import (
+    Compare,
+    EtcdClient,
+    EtcdConfig,
+    TxnOp,
+    TxnResult,
+    call_with_retry,
+    connect,
+    is_transient,
+    txn,
+)
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_index
 from rmwatch.store.leadership import Leadership
 from rmwatch.store.metrics import WriterMetrics
@@ -133,7 +143,8 @@ class Writer:
     """PD's RM metadata writes and reads, as etcd transactions under one key layout.
 
     Args:
-        client: a pyetcd client; or give ``etcd`` and the writer connects (and closes) its own.
+        client: the etcd connection; or give ``etcd`` and the writer connects (and closes) its
+            own.
         layout: key layout (root prefix).
         role: write role; gates every write (``rmwatch.store.roles``).
         leadership: election membership whose fence every write carries. None runs unfenced,
@@ -146,7 +157,7 @@ class Writer:
     def __init__(
         self,
         *,
-        client: Any | None = None,
+        client: EtcdClient | None = None,
         etcd: EtcdConfig | None = None,
         layout: KeyLayout,
         role: WriteRole = WriteRole.LEGACY_ALL,
@@ -162,7 +173,7 @@ class Writer:
             self._owns_client = True
         else:
             self._owns_client = False
-        self.client = client
+        self.client: EtcdClient = client
         self.layout = layout
         self.role = WriteRole(role)
         self.leadership = leadership
@@ -439,8 +450,8 @@ class Writer:
         success += [tx.delete(k) for k in plan.deletes]
         guarded = list(plan.guards or {})
         while True:
-            fence: list[Any] = []
-            failure: list[Any] = []
+            fence: list[Compare] = []
+            failure: list[TxnOp] = []
             if self.leadership is not None:
                 fence = self.leadership.fence_compares()
                 failure = self.leadership.fence_failure_ops()
@@ -500,7 +511,7 @@ class Writer:
         """Values and mod_revisions of ``keys`` at one revision (one read-only txn)."""
         tx = self.client.transactions
 
-        def read() -> Any:
+        def read() -> TxnResult:
             return txn(self.client, [], [tx.get(k) for k in keys])
 
         result = call_with_retry(read, deadline=deadline or self.timeout, what="read")
@@ -554,7 +565,7 @@ class Writer:
         tprefix = self.layout.states("", ks).encode()
         tx = self.client.transactions
 
-        def read() -> Any:
+        def read() -> TxnResult:
             return txn(self.client, [], [
                 tx.get(sprefix, prefix_range_end(sprefix)),
                 tx.get(tprefix, prefix_range_end(tprefix)),
