@@ -69,7 +69,8 @@ from rmwatch.store.etcd import (
     is_transient,
     txn,
 )
-from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_index
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.store.leadership import Leadership
 from rmwatch.store.metrics import WriterMetrics
 from rmwatch.store.models import (
@@ -184,6 +185,8 @@ class Writer:
         self._drain_lock = threading.Condition()
         self._draining = False
         self._in_flight = 0
+        # PD's keyspace index, looked up as the sidecar does, within the writer's deadline.
+        self._keyspaces = KeyspaceResolver(client, layout, deadline=timeout)
 
     def close(self) -> None:
         """Close the etcd client if this writer opened it."""
@@ -626,13 +629,12 @@ class Writer:
         return codec.decode_service_limit(key, data, ks)
 
     def resolve_keyspace(self, name: str) -> int:
-        """A keyspace name to its id, through PD's index key ``keyspaces/id/{name}``."""
-        key = self.layout.keyspace_index(name)
-        values, _, _ = self._read_keys([key])
-        data = values[key]
-        if data is None:
+        """A keyspace name to its id, through PD's index key ``keyspaces/id/{name}``
+        (``rmwatch.store.keyspaces``); NotFoundError when PD has no such keyspace."""
+        keyspace_id = self._keyspaces(name)
+        if keyspace_id is None:
             raise NotFoundError("keyspace not found")
-        return parse_keyspace_index(key, data)
+        return keyspace_id
 
 
 def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
