@@ -15,32 +15,38 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
-from rmwatch.store.etcd import call_with_retry
+from rmwatch.store.etcd import EtcdClient, call_with_retry
 from rmwatch.store.keys import KeyLayout, parse_keyspace_index
 
 DEFAULT_TTL = 30.0
 # Bounded so a client cycling through random names cannot grow memory without limit.
 MAX_ENTRIES = 4096
-# A lookup retries transient etcd errors for at most 2 s: it sits on a request's path.
+# A lookup retries transient etcd errors for at most 2 s by default: it sits on a request's
+# path.
 LOOKUP_DEADLINE = 2.0
 
 
 class KeyspaceResolver:
-    """``resolver(name) -> id | None`` over a pyetcd client (thread-safe, blocking)."""
+    """``resolver(name) -> id | None`` over an etcd connection (thread-safe, blocking).
+
+    The one name → id lookup of rmwatch: the sidecar resolves ``keyspace_name`` with it, and
+    the writer's ``resolve_keyspace`` too. ``deadline`` bounds one lookup, retries included.
+    """
 
     def __init__(
         self,
-        client: Any,
+        client: EtcdClient,
         layout: KeyLayout,
         *,
         ttl: float = DEFAULT_TTL,
+        deadline: float = LOOKUP_DEADLINE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._layout = layout
         self._ttl = ttl
+        self._deadline = deadline
         self._clock = clock
         self._cache: dict[str, tuple[int, float]] = {}
         self._lock = threading.Lock()
@@ -58,7 +64,7 @@ class KeyspaceResolver:
             return hit[0]
         key = self._layout.keyspace_index(name)
         value, _meta = call_with_retry(
-            lambda: self._client.get(key), deadline=LOOKUP_DEADLINE, what=f"get {key}"
+            lambda: self._client.get(key), deadline=self._deadline, what=f"get {key}"
         )
         if value is None:
             return None
@@ -70,4 +76,4 @@ class KeyspaceResolver:
         return keyspace_id
 
 
-__all__ = ["DEFAULT_TTL", "KeyspaceResolver"]
+__all__ = ["DEFAULT_TTL", "LOOKUP_DEADLINE", "KeyspaceResolver"]

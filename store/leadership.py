@@ -12,15 +12,15 @@ Writers run as a group; exactly one holds the leader key and may commit. The key
   deletes the key; a new leader re-creates it at a higher revision with another lease. Either
   way the compare fails inside etcd, atomically with the write, so a deposed leader's write is
   never applied and never acknowledged, whatever its local clock believes.
-- Keepalive: pyetcd's ``Lease.refresh()`` is one-shot, so a thread of ours sends one every
+- Keepalive: a thread of ours sends one keepalive (``keepalive_once``, TTL/3 deadline) every
   TTL/3 (5 s TTL: every 1.7 s, two lost keepalives still leave 1.7 s). Locally we assume
   leadership lost at ``send time of the last acknowledged keepalive + TTL``: the server's
   expiry is measured from when it *received* that keepalive, which is later, so we always
   step down no later than etcd expires the lease.
 - Followers poll the key every ``poll_interval`` (150 ms): a plain linearizable get, and a lease
   grant + create txn only when the key is absent. Polling was chosen over a watch because a
-  pyetcd watch never reconnects by itself and blocks forever on a frozen member (etcd-notes
-  pitfalls 2-3); a 150 ms poll bounds takeover after a resign to about 0.2 s.
+  pyetcd watch never reconnects by itself and blocks forever on a frozen member (no FIN/RST
+  reaches it); a 150 ms poll bounds takeover after a resign to about 0.2 s.
 - ``resign()`` deletes the key (fenced) and revokes the lease, so another writer takes over at
   its next poll, and stops campaigning for good (a drained writer must not win again).
 """
@@ -35,15 +35,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
-import structlog
-from pyetcd import etcdrpc
-
+from rmwatch._logging import get_logger
 from rmwatch.errors import NotLeaderError
-from rmwatch.store.etcd import txn
+from rmwatch.store.etcd import (
+    Compare,
+    EtcdClient,
+    TxnOp,
+    grant_lease,
+    keepalive_once,
+    revoke_lease,
+    txn,
+)
 from rmwatch.store.keys import KeyLayout
 
-log = structlog.get_logger("rmwatch.leadership")
+log = get_logger("writer")
 
 DEFAULT_TTL = 5.0
 DEFAULT_POLL_INTERVAL = 0.15
@@ -78,10 +83,10 @@ def _parse_leader(value: bytes, create_revision: int) -> LeaderInfo | None:
         return None
 
 
-def read_leader(client: Any, layout: KeyLayout) -> LeaderInfo | None:
+def read_leader(client: EtcdClient, layout: KeyLayout) -> LeaderInfo | None:
     """Read the current leader from etcd (linearizable), or None when no writer leads."""
     value, meta = client.get(leader_key(layout))
-    if value is None:
+    if value is None or meta is None:
         return None
     return _parse_leader(value, int(meta.create_revision))
 
@@ -90,7 +95,7 @@ class Leadership:
     """One writer's membership in the election: campaigns, keeps its lease, fences writes.
 
     Args:
-        client: a pyetcd client (shared with the writer is fine; gRPC multiplexes).
+        client: the etcd connection (shared with the writer is fine; gRPC multiplexes).
         layout: key layout (root prefix) of the deployment.
         name: this writer's name (unique in the group).
         address: ``http://host:port`` of this writer's API, where followers forward writes.
@@ -102,7 +107,7 @@ class Leadership:
     def __init__(
         self,
         *,
-        client: Any,
+        client: EtcdClient,
         layout: KeyLayout,
         name: str,
         address: str,
@@ -170,10 +175,7 @@ class Leadership:
                 log.warning("resign_delete_failed", key=self.key, error=repr(exc))
         if lease_id is not None:
             try:
-                self._client.leasestub.LeaseRevoke(
-                    etcdrpc.LeaseRevokeRequest(ID=lease_id), self._rpc_timeout,
-                    credentials=self._client.call_credentials, metadata=self._client.metadata,
-                )  # fmt: skip
+                revoke_lease(self._client, lease_id, timeout=self._rpc_timeout)
             except Exception as exc:  # expiry after TTL is the fallback
                 log.warning("resign_revoke_failed", lease=lease_id, error=repr(exc))
         if was_leader:
@@ -219,7 +221,7 @@ class Leadership:
 
     # ---- fencing -----------------------------------------------------------------------
 
-    def fence_compares(self) -> list[Any]:
+    def fence_compares(self) -> list[Compare]:
         """Compares that hold only while we lead; raise NotLeaderError if we do not."""
         with self._lock:
             if not self._is_leader_unlocked():
@@ -230,11 +232,11 @@ class Leadership:
                 )
             return self._fence_unlocked()
 
-    def _fence_unlocked(self) -> list[Any]:
+    def _fence_unlocked(self) -> list[Compare]:
         tx = self._client.transactions
         return [tx.create(self.key) == self._epoch, tx.value(self.key) == self._value]
 
-    def fence_failure_ops(self) -> list[Any]:
+    def fence_failure_ops(self) -> list[TxnOp]:
         """The failure-branch op that reads the leader key, for ``check_fence``."""
         return [self._client.transactions.get(self.key)]
 
@@ -309,22 +311,15 @@ class Leadership:
 
     def _keepalive_once(self) -> int:
         """Send one keepalive with a TTL/3 deadline; return the TTL etcd granted (0: gone)."""
-        client = self._client
-        request = etcdrpc.LeaseKeepAliveRequest(ID=self._lease_id)
-        try:
-            for response in client.leasestub.LeaseKeepAlive(
-                iter([request]), self._rpc_timeout,
-                credentials=client.call_credentials, metadata=client.metadata,
-            ):  # fmt: skip
-                return int(response.TTL)
-        except grpc.RpcError as exc:
-            client._manage_grpc_errors(exc)  # fail over to another endpoint, re-raise
-        raise ConnectionError("keepalive stream closed without a response")
+        lease_id = self._lease_id
+        if lease_id is None:
+            return 0  # no lease to keep: etcd answers TTL 0 for an unknown lease too
+        return keepalive_once(self._client, lease_id, timeout=self._rpc_timeout)
 
     def _campaign(self) -> None:
         client = self._client
         value, meta = client.get(self.key)
-        if value is not None:
+        if value is not None and meta is not None:
             info = _parse_leader(value, int(meta.create_revision))
             with self._lock:
                 self._known = info
@@ -341,17 +336,17 @@ class Leadership:
             self._stop.wait(self.poll_interval)
             return
         sent = self._clock()
-        lease = client.lease(int(self.ttl))
-        body = json.dumps({"name": self.name, "address": self.address, "lease": lease.id})
+        lease_id = grant_lease(client, int(self.ttl))
+        body = json.dumps({"name": self.name, "address": self.address, "lease": lease_id})
         mine = body.encode()
         with self._lock:
-            self._lease_id = lease.id
+            self._lease_id = lease_id
             self._value = mine
         tx = client.transactions
         result = txn(
             client,
             [tx.create(self.key) == 0],
-            [tx.put(self.key, mine, lease=lease.id)],
+            [tx.put(self.key, mine, lease=lease_id)],
             [tx.get(self.key)],
         )
         with self._lock:
@@ -364,7 +359,7 @@ class Leadership:
             self._known = _parse_leader(kvs[0].value, kvs[0].create_revision) if kvs else None
             self._lease_id = None
         try:
-            lease.revoke()
+            revoke_lease(client, lease_id, timeout=self._rpc_timeout)
         except Exception as exc:  # it expires after the TTL anyway
             log.debug("unused_lease_revoke_failed", error=repr(exc))
         self._stop.wait(self.poll_interval)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-# Writes are one etcd txn (~0.6-1 ms on a local fsync'd etcd, etcd-notes) up to the 5 s RPC
+# A write is one etcd txn, from about a millisecond on a local etcd up to the 5 s RPC
 # deadline: buckets from 1 ms to 5 s.
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

@@ -1,6 +1,7 @@
 """Write roles: which component may write which kind of resource-manager data.
 
-PD splits RM writes by role (pd-facts.md, "Write roles"):
+PD splits RM writes by role (LegacyAll is its default; PDMetaOnly is the PD-side writer,
+RMTokenOnly an RM node):
 
     role          metadata (settings, controller, service limits)   states (tokens)
     LegacyAll     yes                                               yes

@@ -40,10 +40,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from pydantic import ValidationError
 from pyetcd.utils import prefix_range_end
 
+from rmwatch._logging import get_logger
 from rmwatch.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -58,8 +58,19 @@ from rmwatch.errors import (
     WriteRefusedError,
 )
 from rmwatch.store import codec
-from rmwatch.store.etcd import EtcdConfig, call_with_retry, connect, is_transient, txn
-from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, parse_keyspace_index
+from rmwatch.store.etcd import (
+    Compare,
+    EtcdClient,
+    EtcdConfig,
+    TxnOp,
+    TxnResult,
+    call_with_retry,
+    connect,
+    is_transient,
+    txn,
+)
+from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.store.leadership import Leadership
 from rmwatch.store.metrics import WriterMetrics
 from rmwatch.store.models import (
@@ -74,7 +85,7 @@ from rmwatch.store.models import (
 )
 from rmwatch.store.roles import WriteKind, WriteRole, check_write
 
-log = structlog.get_logger("rmwatch.writer")
+log = get_logger("writer")
 
 DEFAULT_TIMEOUT = 5.0
 MODIFY_ATTEMPTS = 3
@@ -133,7 +144,8 @@ class Writer:
     """PD's RM metadata writes and reads, as etcd transactions under one key layout.
 
     Args:
-        client: a pyetcd client; or give ``etcd`` and the writer connects (and closes) its own.
+        client: the etcd connection; or give ``etcd`` and the writer connects (and closes) its
+            own.
         layout: key layout (root prefix).
         role: write role; gates every write (``rmwatch.store.roles``).
         leadership: election membership whose fence every write carries. None runs unfenced,
@@ -146,7 +158,7 @@ class Writer:
     def __init__(
         self,
         *,
-        client: Any | None = None,
+        client: EtcdClient | None = None,
         etcd: EtcdConfig | None = None,
         layout: KeyLayout,
         role: WriteRole = WriteRole.LEGACY_ALL,
@@ -162,7 +174,7 @@ class Writer:
             self._owns_client = True
         else:
             self._owns_client = False
-        self.client = client
+        self.client: EtcdClient = client
         self.layout = layout
         self.role = WriteRole(role)
         self.leadership = leadership
@@ -173,6 +185,8 @@ class Writer:
         self._drain_lock = threading.Condition()
         self._draining = False
         self._in_flight = 0
+        # PD's keyspace index, looked up as the sidecar does, within the writer's deadline.
+        self._keyspaces = KeyspaceResolver(client, layout, deadline=timeout)
 
     def close(self) -> None:
         """Close the etcd client if this writer opened it."""
@@ -439,8 +453,8 @@ class Writer:
         success += [tx.delete(k) for k in plan.deletes]
         guarded = list(plan.guards or {})
         while True:
-            fence: list[Any] = []
-            failure: list[Any] = []
+            fence: list[Compare] = []
+            failure: list[TxnOp] = []
             if self.leadership is not None:
                 fence = self.leadership.fence_compares()
                 failure = self.leadership.fence_failure_ops()
@@ -500,7 +514,7 @@ class Writer:
         """Values and mod_revisions of ``keys`` at one revision (one read-only txn)."""
         tx = self.client.transactions
 
-        def read() -> Any:
+        def read() -> TxnResult:
             return txn(self.client, [], [tx.get(k) for k in keys])
 
         result = call_with_retry(read, deadline=deadline or self.timeout, what="read")
@@ -554,7 +568,7 @@ class Writer:
         tprefix = self.layout.states("", ks).encode()
         tx = self.client.transactions
 
-        def read() -> Any:
+        def read() -> TxnResult:
             return txn(self.client, [], [
                 tx.get(sprefix, prefix_range_end(sprefix)),
                 tx.get(tprefix, prefix_range_end(tprefix)),
@@ -615,13 +629,12 @@ class Writer:
         return codec.decode_service_limit(key, data, ks)
 
     def resolve_keyspace(self, name: str) -> int:
-        """A keyspace name to its id, through PD's index key ``keyspaces/id/{name}``."""
-        key = self.layout.keyspace_index(name)
-        values, _, _ = self._read_keys([key])
-        data = values[key]
-        if data is None:
+        """A keyspace name to its id, through PD's index key ``keyspaces/id/{name}``
+        (``rmwatch.store.keyspaces``); NotFoundError when PD has no such keyspace."""
+        keyspace_id = self._keyspaces(name)
+        if keyspace_id is None:
             raise NotFoundError("keyspace not found")
-        return parse_keyspace_index(key, data)
+        return keyspace_id
 
 
 def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:

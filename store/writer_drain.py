@@ -15,11 +15,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import structlog
-
+from rmwatch._logging import get_logger
 from rmwatch.store.writer import Writer
 
-log = structlog.get_logger("rmwatch.drain")
+log = get_logger("writer")
 
 # Writes are one txn of a few ms; 10 s covers a slow etcd's 5 s RPC deadline twice over.
 DEFAULT_DRAIN_TIMEOUT = 10.0

@@ -340,7 +340,7 @@ def registered_metrics() -> set[str]:
 
     Nothing connects: a Writer given a client object does not call it until a write, and a
     Replica connects only in start()."""
-    writer = Writer(client=object(), layout=KeyLayout(""))
+    writer = Writer(client=object(), layout=KeyLayout(""))  # type: ignore[arg-type]
     create_writer_app(writer, token=None)
     replica = Replica(endpoints=["127.0.0.1:1"])
     app = create_sidecar_app(replica, writer_url=None, discover_leader=None)

@@ -85,11 +85,10 @@ def test_drain_and_sigterm_hand_over_with_no_failed_write(
 def test_write_forwarded_to_a_draining_leader_is_not_failed(
     etcd_endpoints: list[str], root_prefix: str
 ) -> None:
-    """BUG (fails today): between ``begin_drain()`` and ``resign()`` (the drain waits for the
-    writes in flight) the leader key still names the draining writer. A follower forwards a
-    write there; the draining writer refuses it (DrainingError) and, because the request was
-    already forwarded, answers 503 instead of letting it reach the next leader. The writer's
-    contract says a drain fails no write."""
+    """A write forwarded to a draining leader still commits: between ``begin_drain()`` and
+    ``resign()`` (the drain waits for the writes in flight) the leader key still names the
+    draining writer, so a follower forwards a write there; it must reach the next leader
+    instead of being answered 503 (a drain fails no write)."""
     from pydantic import SecretStr  # noqa: PLC0415
     from writer_support import WriterNode, nodes  # noqa: PLC0415
 
@@ -116,11 +115,10 @@ def test_write_forwarded_to_a_draining_leader_is_not_failed(
 def test_follower_elected_while_forwarding_commits_the_write(
     etcd_endpoints: list[str], root_prefix: str
 ) -> None:
-    """BUG (fails today): a write reaches a follower while no writer leads (the old leader
-    just resigned). The follower waits in ``forward()`` for a leader to forward to; when the
-    leader it then finds is ITSELF (it won the election meanwhile) it skips it
-    (``info.address != own``) and keeps waiting until ``forward_wait`` (6 s) runs out, then
-    answers 503 "no leader to forward to", although it could commit the write itself."""
+    """A follower that wins the election while it waits to forward a write commits the write
+    itself: the write arrives while no writer leads (the old leader just resigned), the
+    follower waits for a leader to forward to, and when the leader it then finds is itself it
+    commits at once instead of waiting out ``forward_wait`` (6 s) and answering 503."""
     from pydantic import SecretStr  # noqa: PLC0415
     from writer_support import WriterNode, nodes  # noqa: PLC0415
 

@@ -1,4 +1,4 @@
-"""PD's etcd key layout (pd-facts.md, "Keys"), byte for byte, and parsing every key back."""
+"""PD's etcd key layout, byte for byte, and parsing every key back."""
 
 from __future__ import annotations
 

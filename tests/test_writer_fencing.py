@@ -12,6 +12,12 @@ from rmwatch.errors import NotLeaderError
 from rmwatch.store.leadership import leader_key, read_leader
 
 
+def _hang() -> int:
+    """A keepalive that never answers in time (a paused writer's view)."""
+    time.sleep(30)
+    return 1
+
+
 class _FrozenClock:
     """A clock that stops when told to: the writer's view of time while SIGSTOPped."""
 
@@ -72,7 +78,7 @@ class TestFencing:
             info = read_leader(a.client, a.layout)
             assert info is not None
             # Freeze the keepalive so the writer keeps believing it leads, then revoke.
-            a.leadership._keepalive_once = lambda: time.sleep(30) or 1  # type: ignore[method-assign]
+            a.leadership._keepalive_once = _hang  # type: ignore[method-assign]
             time.sleep(0.05)
             a.client.revoke_lease(info.lease)
             with nodes(WriterNode(etcd_endpoints, root_prefix, name="b").start()) as (b,):
@@ -108,7 +114,7 @@ class TestFencing:
 
             acked[1] = a.writer.set_service_limit(1, 1)
             # "SIGSTOP": the keepalive never returns and the writer's clock stands still.
-            a.leadership._keepalive_once = lambda: time.sleep(30) or 1  # type: ignore[method-assign]
+            a.leadership._keepalive_once = _hang  # type: ignore[method-assign]
             clock.frozen_at = time.monotonic()
             writer_b = threading.Thread(target=keep_writing)
             writer_b.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
@@ -11,6 +12,7 @@ from writer_support import WriterNode, node, nodes, raw_get
 from rmwatch.errors import (
     AlreadyExistsError,
     ConflictError,
+    DecodeError,
     InvalidInputError,
     NotFoundError,
     ReservedGroupError,
@@ -39,7 +41,7 @@ def ru_group(name: str, fill: int = 100, burst: int = 200, **kw: object) -> Reso
             r_u=TokenBucket(settings=TokenLimitSettings(fill_rate=fill, burst_limit=burst))
         ),
         priority=8,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -80,7 +82,7 @@ class TestRoles:
                 n,
             ):
                 w = n.writer
-                run = {
+                run: Callable[[], int] = {
                     "add": lambda: w.add_group(ru_group("g2")),
                     "modify": lambda: w.modify_group(ru_group("g1", fill=5)),
                     "delete": lambda: w.delete_group("g1"),
@@ -164,6 +166,17 @@ class TestGroups:
         """The reserved default group cannot be deleted."""
         with pytest.raises(ReservedGroupError):
             node.writer.delete_group("default")
+
+    def test_resolve_keyspace(self, node: WriterNode) -> None:
+        """A keyspace name resolves through PD's index key, as the sidecar resolves it; an
+        unknown name is NotFoundError, an index that holds no id is DecodeError."""
+        node.client.put(node.layout.keyspace_index("ks7"), b"7")
+        node.client.put(node.layout.keyspace_index("bad"), b"seven")
+        assert node.writer.resolve_keyspace("ks7") == 7
+        with pytest.raises(NotFoundError):
+            node.writer.resolve_keyspace("nope")
+        with pytest.raises(DecodeError):
+            node.writer.resolve_keyspace("bad")
 
 
 class TestModify:

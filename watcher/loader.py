@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from pyetcd import utils as etcd_utils
 
-from rmwatch.store.etcd import call_with_retry
+from rmwatch.store.etcd import EtcdClient, call_with_retry
 
 if TYPE_CHECKING:
     from rmwatch.watcher.cache import Snapshot
@@ -60,12 +60,12 @@ class StoreMark:
         return self.max_mod_revision <= snap.revision and self.count == len(snap.entries)
 
 
-def _range(client: Any, start: bytes, end: bytes, **kwargs: Any) -> Any:
+def _range(client: EtcdClient, start: bytes, end: bytes, **kwargs: Any) -> Any:
     return client.get_range_response(start, end, **kwargs)
 
 
 def load_prefix(
-    client: Any,
+    client: EtcdClient,
     prefix: str,
     *,
     page_size: int = DEFAULT_PAGE_SIZE,
@@ -105,7 +105,7 @@ def load_prefix(
 
 
 def _load_once(
-    client: Any,
+    client: EtcdClient,
     *,
     start: bytes,
     end: bytes,
@@ -141,7 +141,7 @@ def _load_once(
     return LoadedPrefix(revision, kvs, pages, list(restarts))
 
 
-def store_mark(client: Any, prefix: str, *, deadline: float = 10.0) -> StoreMark:
+def store_mark(client: EtcdClient, prefix: str, *, deadline: float = 10.0) -> StoreMark:
     """One range (newest mod revision first, limit 1) gives S, M and the key count at S."""
     start = prefix.encode()
     end = etcd_utils.prefix_range_end(start)

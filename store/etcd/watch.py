@@ -17,6 +17,8 @@ from typing import Any
 from pyetcd import etcdrpc
 from pyetcd import utils as etcd_utils
 
+from rmwatch.store.etcd.client import EtcdClient
+
 _STOP = object()
 
 
@@ -25,7 +27,7 @@ class WatchSession:
     previous key-values when ``prev_kv``)."""
 
     def __init__(
-        self, client: Any, prefix: str, start_revision: int, *, prev_kv: bool = False
+        self, client: EtcdClient, prefix: str, start_revision: int, *, prev_kv: bool = False
     ) -> None:
         self.start_revision = start_revision
         self._requests: queue.Queue[object] = queue.Queue()
@@ -85,3 +87,6 @@ class WatchSession:
         self._cancelled.set()
         self._requests.put(_STOP)
         self._call.cancel()
+
+
+__all__ = ["WatchSession"]

@@ -1,0 +1,72 @@
+"""Which etcd failures are worth another try, and retrying a call that cannot apply twice.
+
+A retry goes to another endpoint when the failed one was marked failed (pyetcd's failover), so
+a member that stopped answering costs one short backoff, not the whole deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+from pyetcd import exceptions as etcd_exc
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
+)
+
+from rmwatch.errors import EtcdUnavailableError
+
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying on another endpoint (unavailable, deadline)."""
+    if isinstance(
+        exc,
+        etcd_exc.ConnectionFailedError
+        | etcd_exc.ConnectionTimeoutError
+        | etcd_exc.NoServerAvailableError
+        | etcd_exc.InternalServerError,
+    ):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return False
+
+
+def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
+    """Run an idempotent call, retrying transient failures with backoff until ``deadline`` s.
+
+    Only for calls a retry cannot apply twice: reads, and writes guarded by a compare.
+    Raises EtcdUnavailableError (naming ``what`` and the last cause) when time runs out.
+    """
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_delay(deadline),
+        # 50 ms doubling to 1 s: an endpoint is retried after 0.5 s, a member restart takes ~1 s.
+        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
+        reraise=False,
+    )
+    try:
+        return retrying(fn)
+    except RetryError as exc:
+        cause = exc.last_attempt.exception()
+        raise EtcdUnavailableError(
+            f"etcd unavailable for {what} after {deadline:.1f}s: {describe(cause)}"
+        ) from cause
+
+
+def describe(exc: BaseException | None) -> str:
+    """A failure in one line for an error message: gRPC's code and details, else the type."""
+    if isinstance(exc, grpc.RpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return f"{type(exc).__name__}: {exc}" if exc else "unknown"
+
+
+__all__ = ["call_with_retry", "describe", "is_transient"]
