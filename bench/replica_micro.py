@@ -23,7 +23,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from bench._common import ROOT, group_name, group_value, summary
-from rmwatch.store._pb import rmwatch_rm_pb2 as pb
+from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.codec import _known_in_unknown, _message_to_dict, decode_settings, decode_value
 from rmwatch.store.keys import KeyLayout
 from rmwatch.store.models import (
