@@ -20,7 +20,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from pydantic import ValidationError
 
 from rmwatch.errors import DecodeError
-from rmwatch.store._pb import rmwatch_rm_pb2 as pb
+from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 

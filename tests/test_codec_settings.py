@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmwatch.errors import DecodeError
-from rmwatch.store._pb import rmwatch_rm_pb2
+from rmwatch.store._pb import apipb_pb2, meta_storagepb_pb2, resource_manager_pb2
 from rmwatch.store.codec import decode_settings, decode_value, encode_settings
 from rmwatch.store.keys import KeyKind, KeyLayout, ParsedKey
 from rmwatch.store.models import (
@@ -195,9 +195,10 @@ class TestGoldenBytes:
             b"\x28\x08"
         )
 
-    @pytest.mark.parametrize(("ks", "value_field"), [(5, f_varint(1, 5)), (0, b"")])
+    @pytest.mark.parametrize(("ks", "value_field"), [(5, f_varint(1, 5)), (0, f_varint(1, 0))])
     def test_keyspace_group_bytes(self, ks: int, value_field: bytes) -> None:
-        """A keyspace group adds keyspace_id (field 9) {value}; keyspace 0 is an empty message."""
+        """A keyspace group adds keyspace_id (field 9) {value}; keyspace 0 keeps its oneof case
+        (``4a020800``), as kvproto's ``KeyspaceIDValue.keyspace`` oneof encodes a set zero."""
         encoded = encode_settings(default_group(ks))
         assert encoded == DEFAULT_GROUP_WIRE + f_len(9, value_field)
 
@@ -646,35 +647,56 @@ def _serialized_file(source: str) -> bytes:
     raise AssertionError("no AddSerializedFile call in the generated module")
 
 
-class TestGeneratedModule:
-    """store/_pb/rmwatch_rm_pb2.py is what protoc makes of store/proto/rmwatch_rm.proto today."""
+PROTOS = {
+    "apipb": apipb_pb2,
+    "resource_manager": resource_manager_pb2,
+    "meta_storagepb": meta_storagepb_pb2,
+}
 
-    def test_descriptor_matches_proto(self, tmp_path: Path) -> None:
+
+class TestGeneratedModule:
+    """store/_pb/*_pb2.py are what protoc makes of store/proto/*.proto today."""
+
+    @pytest.mark.parametrize("name", sorted(PROTOS))
+    def test_descriptor_matches_proto(self, tmp_path: Path, name: str) -> None:
         """Regenerating from the .proto yields the committed module's serialized descriptor."""
         pytest.importorskip("grpc_tools")
         proto_dir = ROOT / "store" / "proto"
         subprocess.run(
             [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_dir}",
-             f"--python_out={tmp_path}", str(proto_dir / "rmwatch_rm.proto")],
+             f"--python_out={tmp_path}", str(proto_dir / f"{name}.proto")],
             check=True, capture_output=True,
         )  # fmt: skip
         # Read the fresh module's descriptor without importing it: importing would register a
-        # second rmwatch_rm.proto in the default descriptor pool.
-        fresh = _serialized_file((tmp_path / "rmwatch_rm_pb2.py").read_text())
-        assert fresh == rmwatch_rm_pb2.DESCRIPTOR.serialized_pb
-        committed = (ROOT / "store" / "_pb" / "rmwatch_rm_pb2.py").read_text()
+        # second copy of the file in the default descriptor pool.
+        fresh = _serialized_file((tmp_path / f"{name}_pb2.py").read_text())
+        assert fresh == PROTOS[name].DESCRIPTOR.serialized_pb
+        committed = (ROOT / "store" / "_pb" / f"{name}_pb2.py").read_text()
         assert _serialized_file(committed) == fresh
 
-    def test_committed_module_has_no_runtime_version_check(self) -> None:
+    @pytest.mark.parametrize("name", sorted(PROTOS))
+    def test_committed_module_has_no_runtime_version_check(self, name: str) -> None:
         """scripts/gen_proto stripped the runtime-version call so older protobuf can load it."""
-        committed = (ROOT / "store" / "_pb" / "rmwatch_rm_pb2.py").read_text()
+        committed = (ROOT / "store" / "_pb" / f"{name}_pb2.py").read_text()
         assert "ValidateProtobufRuntimeVersion" not in committed
-        assert committed.startswith("# Generated from store/proto/rmwatch_rm.proto")
+        assert committed.startswith(f"# Generated from store/proto/{name}.proto")
 
     def test_proto_field_numbers_are_pds(self) -> None:
         """The generated ResourceGroup message has PD's field numbers."""
-        fields = {f.name: f.number for f in rmwatch_rm_pb2.ResourceGroup.DESCRIPTOR.fields}
+        fields = {f.name: f.number for f in resource_manager_pb2.ResourceGroup.DESCRIPTOR.fields}
         assert fields == {
             "name": 1, "mode": 2, "r_u_settings": 3, "raw_resource_settings": 4, "priority": 5,
             "runaway_settings": 6, "background_settings": 7, "RUStats": 8, "keyspace_id": 9,
         }  # fmt: skip
+
+    def test_package_is_kvprotos(self) -> None:
+        """Full names are kvproto's (``resource_manager.ResourceGroup``), as PD's clients call them."""
+        assert resource_manager_pb2.ResourceGroup.DESCRIPTOR.full_name == (
+            "resource_manager.ResourceGroup"
+        )
+        assert resource_manager_pb2.DESCRIPTOR.services_by_name["ResourceManager"].full_name == (
+            "resource_manager.ResourceManager"
+        )
+        assert meta_storagepb_pb2.DESCRIPTOR.services_by_name["MetaStorage"].full_name == (
+            "meta_storagepb.MetaStorage"
+        )
