@@ -414,7 +414,8 @@ def _unknown_raws(data: bytes, numbers: range) -> list[bytes]:
 
 def _limit_bytes(data: bytes) -> bytes:
     """The TokenLimitSettings bytes inside r_u_settings.r_u.settings."""
-    return only(only(only(data, 3), 1), 1)
+    limit: bytes = only(only(only(data, 3), 1), 1)
+    return limit
 
 
 class TestUnknownFields:

@@ -124,7 +124,7 @@ class TestOneRevisionAtATime:
             put_group(etcd_client, layout, n)
         thread = threading.Thread(target=writer)
         thread.start()
-        samples = []
+        samples: list[Any] = []
         try:
             # page_size=3: the 10 keys span 4 pages, all of which must be read at one revision.
             with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix, page_size=3) as replica:

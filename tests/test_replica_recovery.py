@@ -179,7 +179,7 @@ class TestLargeCatchUp:
         default 4 MiB limit; the replica applies all of it."""
         layout = KeyLayout("/big/")
         client = make_client([etcd_member.endpoint])
-        filler = {"background_settings": {"job_types": ["x" * 900]}}
+        filler: dict[str, Any] = {"background_settings": {"job_types": ["x" * 900]}}
         _MeasuredSession.largest = 0
         with (
             TcpProxy(etcd_member.endpoint) as proxy,

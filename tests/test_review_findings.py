@@ -18,7 +18,7 @@ from rmwatch.watcher.cache import ChangeEvent, gc_paused
 from rmwatch.watcher.replica import Replica
 
 
-class _FakeRpcError(grpc.RpcError):
+class _FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no type hints
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
         self._code = code
@@ -88,7 +88,7 @@ class TestRelabelVersusRebuild:
         a reader sees only goes up, and the asked-for revision is reached after the rebuild."""
         layout = KeyLayout(root_prefix)
         put_group(etcd_client, layout, "g1", 1)
-        real_build = replica_mod.build_snapshot
+        real_build = replica_mod.build_snapshot  # type: ignore[attr-defined]
         armed = threading.Event()
         building = threading.Event()
         release = threading.Event()

@@ -72,7 +72,7 @@ class TestFencing:
             info = read_leader(a.client, a.layout)
             assert info is not None
             # Freeze the keepalive so the writer keeps believing it leads, then revoke.
-            a.leadership._keepalive_once = lambda: time.sleep(30) or 1  # type: ignore[method-assign]
+            a.leadership._keepalive_once = lambda: time.sleep(30) or 1  # type: ignore[method-assign,func-returns-value]
             time.sleep(0.05)
             a.client.revoke_lease(info.lease)
             with nodes(WriterNode(etcd_endpoints, root_prefix, name="b").start()) as (b,):
@@ -108,7 +108,7 @@ class TestFencing:
 
             acked[1] = a.writer.set_service_limit(1, 1)
             # "SIGSTOP": the keepalive never returns and the writer's clock stands still.
-            a.leadership._keepalive_once = lambda: time.sleep(30) or 1  # type: ignore[method-assign]
+            a.leadership._keepalive_once = lambda: time.sleep(30) or 1  # type: ignore[method-assign,func-returns-value]
             clock.frozen_at = time.monotonic()
             writer_b = threading.Thread(target=keep_writing)
             writer_b.start()

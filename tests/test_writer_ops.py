@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
@@ -39,7 +40,7 @@ def ru_group(name: str, fill: int = 100, burst: int = 200, **kw: object) -> Reso
             r_u=TokenBucket(settings=TokenLimitSettings(fill_rate=fill, burst_limit=burst))
         ),
         priority=8,
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
@@ -80,7 +81,7 @@ class TestRoles:
                 n,
             ):
                 w = n.writer
-                run = {
+                run: Callable[[], object] = {
                     "add": lambda: w.add_group(ru_group("g2")),
                     "modify": lambda: w.modify_group(ru_group("g1", fill=5)),
                     "delete": lambda: w.delete_group("g1"),
