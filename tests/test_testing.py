@@ -61,7 +61,8 @@ class TestPutGroup:
         client = connect(EtcdConfig.parse(rmwatch_etcd.endpoint))
         try:
             value, meta = client.get(key)
-            assert value is not None and meta is not None
+            assert value is not None
+            assert meta is not None
             assert meta.mod_revision == revision
             assert decode_settings(key, value).priority == 8
             deleted = delete_group(rmwatch_etcd.endpoint, "rg1", root_prefix=prefix)
