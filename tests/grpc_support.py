@@ -7,6 +7,7 @@ Not a conftest (that file belongs to the harness owner): test modules import the
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -97,3 +98,62 @@ class RawWatch:
     def close(self) -> None:
         """Stop watching."""
         self._cancel()
+
+
+class WatchCollector:
+    """A MetaStorage Watch read on a thread: every response kept, and how the stream ended."""
+
+    def __init__(self, stub: Any, request: Any, *, pause: threading.Event | None = None) -> None:
+        self.responses: list[Any] = []
+        self.error: grpc.RpcError | None = None
+        self._call = stub.Watch(request)
+        self._pause = pause
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for response in self._call:
+                if self._pause is not None:
+                    self._pause.wait()
+                with self._lock:
+                    self.responses.append(response)
+        except grpc.RpcError as exc:
+            self.error = exc
+
+    def event_responses(self) -> list[Any]:
+        """Responses that carry events (not progress, not errors)."""
+        with self._lock:
+            return [r for r in self.responses if r.events]
+
+    def events(self) -> list[tuple[int, str, bytes, bytes]]:
+        """(mod_revision, type, key, value) of every event received, in order."""
+        out = []
+        for response in self.event_responses():
+            for event in response.events:
+                kind = "DELETE" if event.type == 1 else "PUT"
+                out.append((int(event.kv.mod_revision), kind, bytes(event.kv.key),
+                            bytes(event.kv.value)))  # fmt: skip
+        return out
+
+    def revisions(self) -> list[int]:
+        """header.revision of every event response, in order."""
+        return [int(r.header.revision) for r in self.event_responses()]
+
+    def wait_for(self, predicate: Any, timeout: float = 10.0) -> None:
+        """Poll until ``predicate(self)`` or fail."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"watch did not get there: {self.responses[-3:]!r}")
+            time.sleep(0.02)
+
+    def done(self, timeout: float = 10.0) -> None:
+        """Wait for the stream to end."""
+        self._thread.join(timeout)
+
+    def cancel(self) -> None:
+        """Stop the stream from the client's side."""
+        self._call.cancel()
+        self._thread.join(5)
