@@ -690,7 +690,7 @@ class TestGeneratedModule:
         }  # fmt: skip
 
     def test_package_is_kvprotos(self) -> None:
-        """Full names are kvproto's (``resource_manager.ResourceGroup``), as PD's clients call them."""
+        """Full names are kvproto's (``resource_manager.ResourceGroup``), as PD's clients use."""
         assert resource_manager_pb2.ResourceGroup.DESCRIPTOR.full_name == (
             "resource_manager.ResourceGroup"
         )
