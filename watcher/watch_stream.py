@@ -232,6 +232,11 @@ class WatchStream:
         return len(self._items)
 
     @property
+    def closed(self) -> bool:
+        """Whether the consumer closed the stream."""
+        return self._closed
+
+    @property
     def ended(self) -> bool:
         """Whether the replica's side ended the stream (compacted, cut off, hub closed)."""
         return self._ended

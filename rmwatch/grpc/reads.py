@@ -51,10 +51,12 @@ class SnapshotReads:
                     revision_trailer(self.replica.revision),
                 )
             wanted = int(raw)
-        reason = self.replica.not_ready_reason()
-        if reason is not None:
-            raise self.unavailable(str(self.replica.state), reason)
         if wanted is not None and self.replica.revision < wanted:
+            # Refuse at once when not ready: better another replica than a wait that may end
+            # stale anyway.
+            reason = self.replica.not_ready_reason()
+            if reason is not None:
+                raise self.unavailable(str(self.replica.state), reason)
             try:
                 await self._waiter.wait(wanted, self.min_revision_timeout)
             except RevisionTimeoutError as exc:
