@@ -52,6 +52,8 @@ _log = get_logger("fanout")
 # While the replica is still handing over a batch, look again every 0.2 ms: a batch of a few
 # events takes microseconds, a rebuild diff of 100k keys ~100 ms.
 _SEAL_POLL = 0.0002
+# An idle hub checks once a second whether its replica was closed, then closes itself.
+_IDLE_CHECK = 1.0
 
 
 class Subscribable(Protocol):
@@ -115,6 +117,7 @@ class WatchHub:
         self._caller: FrameType | None = None
         self._worker = 0
         self._closed = False
+        self._closed_by_replica = False
         self.cutoffs = 0
         self.compacted = 0
         self._unsubscribe = replica.subscribe(self._on_change)
@@ -169,7 +172,11 @@ class WatchHub:
         while True:
             with self._lock:
                 while not self._closed and not (self._pending or self._pending_rebuild):
-                    self._pending_cond.wait()
+                    if not self._pending_cond.wait(_IDLE_CHECK) and self._replica_stopped():
+                        self._closed_by_replica = True
+                        break
+                if self._closed_by_replica:
+                    break
                 if self._closed:
                     return
                 caller, worker = self._caller, self._worker
@@ -180,6 +187,10 @@ class WatchHub:
                 if self._caller is caller:  # no newer batch started meanwhile
                     self._seal_locked()
                     self._caller = None
+        self.close()  # the replica stopped: end the streams and let both be collected
+
+    def _replica_stopped(self) -> bool:
+        return str(getattr(self._replica, "state", "")) == "STOPPED"
 
     def _seal_locked(self) -> None:
         rebuild, changes = self._pending_rebuild, self._pending
@@ -292,7 +303,8 @@ class WatchHub:
                     "the watch hub was closed", resume_revision=stream.delivered + 1
                 )
             )
-        self._sealer.join(timeout=2.0)
+        if threading.current_thread() is not self._sealer:
+            self._sealer.join(timeout=2.0)
 
 
 def _on_stack(thread_id: int, frame: FrameType) -> bool:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import threading
 from typing import Any
 
 import grpc
@@ -39,6 +40,34 @@ WRITES_REFUSED = "meta storage is read-only on an rmwatch replica: writes must b
 # etcd's ErrCompacted text, what PD's Watch returns after its DATA_COMPACTED response.
 COMPACTED_STATUS = "etcdserver: mvcc: required revision has been compacted"
 DEFAULT_PROGRESS_INTERVAL = 5.0
+
+
+class _LoopWaker:
+    """Wakes a loop's watch coroutines with one cross-thread call per sealed revision, not one
+    per watcher: the hub offers a revision to every stream in a row, and each
+    ``call_soon_threadsafe`` costs a write to the loop's self-pipe."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: set[asyncio.Event] = set()
+        self._scheduled = False
+
+    def wake(self, event: asyncio.Event) -> None:
+        """Set ``event`` on the loop soon (from any thread)."""
+        with self._lock:
+            self._pending.add(event)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        with self._lock:
+            events, self._pending, self._scheduled = self._pending, set(), False
+        for event in events:
+            event.set()
 
 
 class MetaStorage:
@@ -61,6 +90,13 @@ class MetaStorage:
         prefix = reads.replica.layout.prefix.encode()
         self.scope = KeyRange.prefix(prefix)
         self._sorted: tuple[Snapshot | None, list[bytes]] = (None, [])
+        self._wakers: dict[asyncio.AbstractEventLoop, _LoopWaker] = {}
+
+    def _waker(self, loop: asyncio.AbstractEventLoop) -> _LoopWaker:
+        waker = self._wakers.get(loop)
+        if waker is None:
+            waker = self._wakers[loop] = _LoopWaker(loop)
+        return waker
 
     # ---- Get -------------------------------------------------------------------------------
 
@@ -170,13 +206,9 @@ class MetaStorage:
         stream = self.hub.watch(
             KeyRange(key, end), start_revision=request.start_revision, prev_kv=request.prev_kv
         )
-        loop = asyncio.get_running_loop()
         wake = asyncio.Event()
-
-        def waker() -> None:
-            loop.call_soon_threadsafe(wake.set)
-
-        stream.set_waker(waker)
+        waker = self._waker(asyncio.get_running_loop())
+        stream.set_waker(lambda: waker.wake(wake))
         try:
             await self._pump(stream, wake, request, context)
         finally:
