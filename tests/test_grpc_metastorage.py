@@ -3,10 +3,12 @@ progress, compacted starts), writes refused. Clients generated from rmwatch's .p
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pyetcd
 import pytest
-from grpc_support import WatchCollector, meta_stub, served
+from grpc_support import WatchCollector, meta_stub, replica_server, served
 from harness import group_bytes
 from prometheus_client import CollectorRegistry
 from sidecar_support import layout, replica
@@ -192,3 +194,37 @@ class TestWatch:
         assert "compacted" in (watch.error.details() or "")
         registry = served[2]
         assert registry.get_sample_value("rmwatch_grpc_watch_compacted_total") == 1.0
+
+
+def test_history_bound_answers_compacted(
+    replica: Replica, etcd_client: pyetcd.MultiEndpointEtcd3Client, layout: KeyLayout
+) -> None:
+    """With the history bounded to 2 changes, a watch from a revision evicted since answers
+    DATA_COMPACTED with the oldest revision still held; one from there replays the rest."""
+    with replica_server(replica, history_events=2) as (_, channel, _):
+        written = [
+            int(etcd_client.put(layout.settings(f"b{i}"), group_bytes(f"b{i}")).header.revision)
+            for i in range(4)
+        ]
+        replica.wait_for_revision(written[-1], 5)
+        prefix = layout.prefix.encode()
+        stub = meta_stub(channel)
+        deadline = time.monotonic() + 5
+        while True:  # the hub seals the last revision moments after the replica applies it
+            old = WatchCollector(
+                stub,
+                mspb.WatchRequest(
+                    key=prefix, range_end=prefix_end(prefix), start_revision=written[0]
+                ),
+            )
+            old.done()
+            if old.responses[0].compact_revision == written[2] or time.monotonic() > deadline:
+                break
+        assert old.responses[0].header.error.type == mspb.DATA_COMPACTED
+        assert old.responses[0].compact_revision == written[2]
+        kept = WatchCollector(
+            stub,
+            mspb.WatchRequest(key=prefix, range_end=prefix_end(prefix), start_revision=written[2]),
+        )
+        kept.wait_for(lambda w: w.revisions() == written[2:])
+        kept.cancel()
