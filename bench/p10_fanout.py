@@ -37,7 +37,10 @@ from typing import Any
 import grpc
 from pyetcd.etcdrpc import rpc_pb2
 
-from bench._common import EtcdMember, connect_to, pct
+from bench._common import (
+    connect_to,
+    pct,
+)
 from bench.p9_grpc import free_port, start_server, stop_server
 from rmwatch.store._pb import meta_storagepb_pb2 as mspb
 from rmwatch.store.keys import KeyLayout
@@ -158,7 +161,7 @@ def write_events(client: Any, layout: KeyLayout, events: int, rate: float,
             time.sleep(delay)
 
 
-def run_phase(kind: str, member: EtcdMember, replica_address: str, args: argparse.Namespace,
+def run_phase(kind: str, member: Any, replica_address: str, args: argparse.Namespace,
               layout: KeyLayout) -> Phase:  # fmt: skip
     """One phase: open the watchers (none for the baseline), write, wait, measure."""
     client = connect_to(member.endpoint)
@@ -188,6 +191,8 @@ def run_phase(kind: str, member: EtcdMember, replica_address: str, args: argpars
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Start etcd and the replica process; run baseline, ours and etcd phases per rep."""
+    from harness import EtcdMember  # noqa: PLC0415 (tests/ is on sys.path via bench._common)
+
     layout = KeyLayout(BENCH_ROOT)
     reps: list[dict[str, Phase]] = []
     with EtcdMember() as member:

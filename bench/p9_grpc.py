@@ -30,7 +30,14 @@ from typing import Any
 
 import grpc
 
-from bench._common import ROOT, EtcdMember, bulk_put, connect_to, group_name, group_value, pct
+from bench._common import (
+    ROOT,
+    bulk_put,
+    connect_to,
+    group_name,
+    group_value,
+    pct,
+)
 from rmwatch.store.keys import KeyLayout
 
 BENCH_ROOT = "/bench9/"
@@ -145,7 +152,7 @@ def ours(layout: KeyLayout) -> Callable[[grpc.Channel], Callable[[int], Any]]:
 
     def make(channel: grpc.Channel) -> Callable[[int], Any]:
         stub = pbg.ResourceManagerStub(channel)  # type: ignore[no-untyped-call]
-        requests = {}
+        requests: dict[int, Any] = {}
 
         def call(i: int) -> Any:
             request = requests.get(i)
@@ -186,6 +193,8 @@ def etcd(layout: KeyLayout) -> Callable[[grpc.Channel], Callable[[int], Any]]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Load the groups, start the replica process, alternate the two sides."""
+    from harness import EtcdMember  # noqa: PLC0415 (tests/ is on sys.path via bench._common)
+
     layout = KeyLayout(BENCH_ROOT)
     with EtcdMember() as member:
         client = connect_to(member.endpoint)
