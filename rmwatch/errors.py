@@ -20,7 +20,10 @@ RmwatchError
     ├── NotReadyError        not loaded / not caught up / failed / too stale; state + reason
     ├── RevisionTimeoutError ``min_revision`` not reached in time; carries the current one
     ├── ReplicaClosedError   the replica was closed (or never started)
-    └── DigestMismatchError  strict digest mode: the cache differs from etcd
+    ├── DigestMismatchError  strict digest mode: the cache differs from etcd
+    └── WatchEndedError      a replica watch stream ended; carries where to resume
+        ├── WatchCompactedError  the start revision is older than the replica's history
+        └── WatchCutOffError     the watcher fell behind its bounded buffer
 """
 
 from __future__ import annotations
@@ -163,3 +166,22 @@ class ReplicaClosedError(ReplicaError):
 
 class DigestMismatchError(ReplicaError, AssertionError):
     """Strict digest mode: the cache differs from etcd at the cache's revision."""
+
+
+class WatchEndedError(ReplicaError):
+    """A watch on a replica ended before the caller closed it; ``resume_revision`` says where a
+    new watch (after a reload, for a compacted one) picks up without missing a change."""
+
+    def __init__(self, message: str, *, resume_revision: int) -> None:
+        super().__init__(message)
+        self.resume_revision = resume_revision
+
+
+class WatchCompactedError(WatchEndedError):
+    """The start revision is no longer in the replica's history (as etcd's compacted
+    revision): reload, then watch from the reload's revision + 1."""
+
+
+class WatchCutOffError(WatchEndedError):
+    """The watcher did not keep up: its bounded buffer filled and the replica cut it off rather
+    than slow the others. Nothing after ``resume_revision - 1`` was delivered."""

@@ -1,0 +1,270 @@
+"""P9: a replica's ``GetResourceGroup`` over gRPC vs etcd's own gRPC ``Range`` of the key.
+
+Both sides answer the same question (one group's settings, by name) to the same client: Python
+grpc stubs, ``--concurrency`` threads with a channel each, names drawn uniformly from every
+stored group. The replica runs in its own process (as a sidecar does), serving
+``rmwatch.grpc.serve_replica``; etcd is the harness's single member. Reps alternate which side
+goes first; the figure is the median of the per-rep ratios ours/etcd (throughput: goal >= 1x;
+p99 latency: goal <= 1x).
+
+    python -m bench.p9_grpc [--groups 10000] [--concurrency 4] [--seconds 3] [--reps 3]
+
+``--serve ENDPOINT ROOT PORT`` is the replica process itself (used by this module and P10).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench._common import (
+    ROOT,
+    bulk_put,
+    connect_to,
+    group_name,
+    group_value,
+    pct,
+)
+from rmwatch.store.keys import KeyLayout
+
+BENCH_ROOT = "/bench9/"
+
+
+# ---- the replica process ------------------------------------------------------------------
+
+
+def serve(endpoint: str, root: str, port: int) -> None:
+    """Run a ready replica with its gRPC server until stdin closes (the parent's end)."""
+    from rmwatch.grpc import serve_replica  # noqa: PLC0415
+    from rmwatch.watcher.replica import Replica  # noqa: PLC0415
+
+    with Replica(endpoints=[endpoint], root_prefix=root) as replica:
+        replica.wait_ready(300)
+        server = serve_replica(replica, f"127.0.0.1:{port}")
+        print("READY", flush=True)
+        sys.stdin.read()
+        server.stop(1.0)
+
+
+def start_server(endpoint: str, root: str, port: int) -> subprocess.Popen[str]:
+    """The replica process, returned once it serves."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.p9_grpc", "--serve", endpoint, root, str(port)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the replica may log to stdout before it serves
+        if line.strip() == "READY":
+            return proc
+    proc.kill()
+    raise RuntimeError("replica process exited before serving")
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """End the replica process."""
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# ---- the load ---------------------------------------------------------------------------
+
+
+@dataclass
+class Rep:
+    """One side's run: calls, wall time, latencies (seconds)."""
+
+    calls: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def throughput(self) -> float:
+        """Calls per second."""
+        return self.calls / self.seconds
+
+    def p(self, q: float) -> float:
+        """A latency quantile in milliseconds."""
+        return pct(self.latencies, q) * 1000
+
+
+def run_load(make_call: Callable[[grpc.Channel], Callable[[int], Any]], address: str, *,
+             groups: int, concurrency: int, seconds: float) -> Rep:  # fmt: skip
+    """``concurrency`` threads, one channel each, calling for ``seconds``."""
+    channels = [grpc.insecure_channel(address) for _ in range(concurrency)]
+    calls = [make_call(channel) for channel in channels]
+    for call in calls:  # connect and warm up
+        for _ in range(50):
+            call(random.randrange(groups))
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    stop = time.perf_counter() + seconds
+
+    def worker(index: int) -> None:
+        call, out = calls[index], latencies[index]
+        rng = random.Random(index)
+        while True:
+            started = time.perf_counter()
+            if started >= stop:
+                return
+            call(rng.randrange(groups))
+            out.append(time.perf_counter() - started)
+
+    began = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    for channel in channels:
+        channel.close()
+    flat = [x for row in latencies for x in row]
+    return Rep(len(flat), elapsed, flat)
+
+
+def ours(layout: KeyLayout) -> Callable[[grpc.Channel], Callable[[int], Any]]:
+    """GetResourceGroup on the replica."""
+    from rmwatch.store._pb import resource_manager_pb2 as pb  # noqa: PLC0415
+    from rmwatch.store._pb import resource_manager_pb2_grpc as pbg  # noqa: PLC0415
+
+    def make(channel: grpc.Channel) -> Callable[[int], Any]:
+        stub = pbg.ResourceManagerStub(channel)  # type: ignore[no-untyped-call]
+        requests: dict[int, Any] = {}
+
+        def call(i: int) -> Any:
+            request = requests.get(i)
+            if request is None:
+                request = requests[i] = pb.GetResourceGroupRequest(
+                    resource_group_name=group_name(i)
+                )
+            response = stub.GetResourceGroup(request)
+            assert response.group.name
+            return response
+
+        return call
+
+    return make
+
+
+def etcd(layout: KeyLayout) -> Callable[[grpc.Channel], Callable[[int], Any]]:
+    """etcd's Range of the group's settings key."""
+    from pyetcd.etcdrpc import rpc_pb2, rpc_pb2_grpc  # noqa: PLC0415
+
+    def make(channel: grpc.Channel) -> Callable[[int], Any]:
+        stub = rpc_pb2_grpc.KVStub(channel)
+        requests: dict[int, Any] = {}
+
+        def call(i: int) -> Any:
+            request = requests.get(i)
+            if request is None:
+                key = layout.settings(group_name(i)).encode()
+                request = requests[i] = rpc_pb2.RangeRequest(key=key)
+            response = stub.Range(request)
+            assert response.kvs
+            return response
+
+        return call
+
+    return make
+
+
+def measure(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the groups, start the replica process, alternate the two sides."""
+    from harness import EtcdMember  # noqa: PLC0415 (tests/ is on sys.path via bench._common)
+
+    layout = KeyLayout(BENCH_ROOT)
+    with EtcdMember() as member:
+        client = connect_to(member.endpoint)
+        items = [(layout.settings(group_name(i)), group_value(i)) for i in range(args.groups)]
+        bulk_put(client, items)
+        client.close()
+        port = free_port()
+        proc = start_server(member.endpoint, BENCH_ROOT, port)
+        try:
+            reps: list[dict[str, Rep]] = []
+            for rep in range(args.reps):
+                sides = [("etcd", member.endpoint, etcd(layout)),
+                         ("ours", f"127.0.0.1:{port}", ours(layout))]  # fmt: skip
+                if rep % 2:
+                    sides.reverse()
+                result = {}
+                for name, address, make in sides:
+                    result[name] = run_load(
+                        make, address, groups=args.groups, concurrency=args.concurrency,
+                        seconds=args.seconds,
+                    )  # fmt: skip
+                reps.append(result)
+        finally:
+            stop_server(proc)
+    throughput = [r["ours"].throughput / r["etcd"].throughput for r in reps]
+    p99 = [r["ours"].p(0.99) / r["etcd"].p(0.99) for r in reps]
+    return {
+        "groups": args.groups,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "reps": [
+            {
+                side: {
+                    "calls_per_s": round(r[side].throughput),
+                    "p50_ms": round(r[side].p(0.5), 3),
+                    "p99_ms": round(r[side].p(0.99), 3),
+                }
+                for side in ("ours", "etcd")
+            }
+            for r in reps
+        ],  # fmt: skip
+        "throughput_ratio": round(statistics.median(throughput), 3),
+        "throughput_ratio_range": [round(min(throughput), 3), round(max(throughput), 3)],
+        "p99_ratio": round(statistics.median(p99), 3),
+        "p99_ratio_range": [round(min(p99), 3), round(max(p99), 3)],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run P9 and print its figures (and write them with ``--json``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve", nargs=3, metavar=("ENDPOINT", "ROOT", "PORT"))
+    parser.add_argument("--groups", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    if args.serve:
+        endpoint, root, port = args.serve
+        serve(endpoint, root, int(port))
+        return 0
+    result = measure(args)
+    print(json.dumps(result, indent=2))
+    print(f"P9 GetResourceGroup vs etcd Range: throughput {result['throughput_ratio']}x "
+          f"(goal >= 1x), p99 {result['p99_ratio']}x (goal <= 1x)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
