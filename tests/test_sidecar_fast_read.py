@@ -20,7 +20,7 @@ from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica", "sidecar"]  # fixtures, re-exported so pytest finds them here
 
-GROUP = {
+GROUP: dict[str, Any] = {
     "r_u_settings": {"r_u": {"settings": {"fill_rate": 100, "burst_limit": -1,
                                           "max_tokens": 1e6}}},
     "raw_resource_settings": {"cpu": {"settings": {"fill_rate": 5}}},

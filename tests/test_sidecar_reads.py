@@ -35,7 +35,7 @@ from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica", "sidecar"]  # fixtures, re-exported so pytest finds them here
 
-RU = {"r_u_settings": {"r_u": {"settings": {"fill_rate": 100, "burst_limit": 200}}}}
+RU: dict[str, Any] = {"r_u_settings": {"r_u": {"settings": {"fill_rate": 100, "burst_limit": 200}}}}
 
 
 def _put(client: Any, key: str, value: bytes) -> int:
