@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 import httpx
 from fastapi import Response
 
+from rmwatch.http.pd import text
+
 NOT_APPLIED_HEADER = "X-Rmwatch-Not-Applied"
 FORWARDED_HEADER = "X-Rmwatch-Forwarded"
 SIDECAR_FORWARDED_HEADER = "X-Rmwatch-Sidecar-Forwarded"
@@ -72,7 +74,7 @@ def outcome_unknown(address: str, exc: httpx.HTTPError) -> Response:
     status = 504 if isinstance(exc, httpx.TimeoutException) else 502
     message = (f"the write was sent to {address} but no answer came back ({exc!r}): "
                "it may or may not have been applied")  # fmt: skip
-    return Response(message, status_code=status, media_type="text/plain")
+    return text(status, message)
 
 
 class ForwardClient:

@@ -245,7 +245,7 @@ def _rm_router(reads: _Reads, forwarder: WriteForwarder) -> APIRouter:
         snap = await reads.snapshot(request)
         group = snap.get_group(name, keyspace)
         if group is None:
-            # PD's older handlers: c.String(http.StatusNotFound, "resource group not found").
+            # PD's text before tikv/pd#9393 (newer PD answers its ErrGroupNotExists text).
             raise Refusal(_stamped(text(404, "resource group not found"), reads, snap))
         states = snap.get_states(name, keyspace)
         stats = with_stats(request.query_params.get("with_stats"))
