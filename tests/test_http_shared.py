@@ -311,9 +311,8 @@ class TestForwardClassification:
 
 
 @contextmanager
-def _forwarding(
-    app: str, port: int, etcd_endpoints: list[str], root_prefix: str
-) -> Iterator[TestClient]:
+def _forwarding(app: str, port: int, etcd_endpoints: list[str], root_prefix: str
+                ) -> Iterator[TestClient]:  # fmt: skip
     """The ``app`` that forwards its writes to the leader at ``127.0.0.1:port`` (the writer: a
     follower whose leader announces that address; the sidecar: ``writer_url``)."""
     if app == "sidecar":
@@ -361,3 +360,21 @@ def test_forward_to_a_closed_port_is_503_not_sent(
     assert "may or may not" not in answer.text
     expected = "nothing was sent" if app == "sidecar" else "no leader to forward to"
     assert expected in answer.text
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_one_forwarding_client_per_app_closed_on_shutdown(
+    etcd_endpoints: list[str], root_prefix: str, app: str
+) -> None:
+    """Every forward of an app goes through one pooled client, closed when the app stops."""
+    with _forwarding(app, free_port(), etcd_endpoints, root_prefix) as client:
+        forward_client: ForwardClient = client.app.state.forward_client  # type: ignore[attr-defined]
+        assert forward_client.pooled is None  # opened on first use, in the serving loop
+        pooled: list[httpx.AsyncClient | None] = []
+        for name in ("fw1", "fw2"):
+            client.post(f"{PREFIX}/config/group", json={"name": name, **GROUP})
+            pooled.append(forward_client.pooled)
+        assert pooled[0] is not None
+        assert pooled[0] is pooled[1]
+    assert forward_client.pooled is None
+    assert pooled[0].is_closed

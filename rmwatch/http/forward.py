@@ -96,6 +96,11 @@ class ForwardClient:
             )
         return self._client
 
+    @property
+    def pooled(self) -> httpx.AsyncClient | None:
+        """The pooled ``httpx.AsyncClient``: None before the first send and after ``aclose``."""
+        return self._client
+
     async def aclose(self) -> None:
         """Close the pooled connections (on the app's shutdown)."""
         if self._client is not None:

@@ -178,6 +178,7 @@ def create_sidecar_app(
     app.state.drain = drain
     app.state.metrics = metrics
     app.state.forwarder = forwarder
+    app.state.forward_client = client
 
     @app.exception_handler(Refusal)
     @app.exception_handler(RmwatchError)

@@ -173,6 +173,7 @@ def create_writer_app(
     app = FastAPI(title="rmwatch writer", version="0.1.0", lifespan=lifespan)
     app.state.api = api
     app.state.drainer = api.drainer
+    app.state.forward_client = client
     _group_routes(app, api)
     _config_routes(app, api)
     _ops_routes(app, api)
