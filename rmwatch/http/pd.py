@@ -1,8 +1,9 @@
 """PD's resource-manager HTTP conventions, defined once for the writer's app and the sidecar's.
 
-PD (``pkg/mcs/resourcemanager/metadataapi/config_service.go``) serves its metadata routes under
-``/resource-manager/api/v1``, reads ``with_stats`` as ``strings.EqualFold(v, "true")`` (only
-``true``, in any case, turns it on), and answers errors as plain text (gin's ``c.String``).
+PD's resource manager serves its metadata routes under ``/resource-manager/api/v1``, reads
+``with_stats`` as ``strings.EqualFold(v, "true")`` (only ``true``, in any case, turns it on),
+and answers errors as plain text (gin's ``c.String``). tests/test_http_shared.py pins each
+against the line of PD's code it comes from.
 """
 
 from __future__ import annotations

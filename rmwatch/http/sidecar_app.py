@@ -43,7 +43,7 @@ from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
 from rmwatch.http.metrics import RequestTracker, SidecarMetrics, render
 from rmwatch.http.pd import PREFIX, text, with_stats
 from rmwatch.http.server_drain import ServerDrain
-from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, WriteForwarder
+from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, SidecarForwarder
 from rmwatch.store.keys import NULL_KEYSPACE_ID
 from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.replica import Replica
@@ -163,7 +163,7 @@ def create_sidecar_app(
     reads = _Reads(replica, resolve_keyspace=resolve_keyspace,
                    min_revision_timeout=min_revision_timeout, metrics=metrics)  # fmt: skip
     client = ForwardClient(timeout=forward_timeout)
-    forwarder = WriteForwarder(writer_url=writer_url, discover_leader=discover_leader,
+    forwarder = SidecarForwarder(writer_url=writer_url, discover_leader=discover_leader,
                                enabled=forward, client=client, max_body=max_body,
                                metrics=metrics)  # fmt: skip
 
@@ -234,7 +234,7 @@ def _route_of(router: APIRouter, path: str, method: str) -> Any:
     raise LookupError(f"no {method} {path} route")
 
 
-def _rm_router(reads: _Reads, forwarder: WriteForwarder) -> APIRouter:
+def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
     """Every route under PD's RM prefix: reads from the cache, writes forwarded."""
     router = APIRouter(prefix=PREFIX)
 
@@ -316,7 +316,7 @@ def _probe_routes(
     replica: Replica,
     drain: ServerDrain,
     metrics: SidecarMetrics,
-    forwarder: WriteForwarder,
+    forwarder: SidecarForwarder,
 ) -> None:
     @app.get("/health")
     async def health() -> Response:

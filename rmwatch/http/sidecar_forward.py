@@ -42,7 +42,7 @@ log = get_logger("sidecar")
 DEFAULT_MAX_BODY = 1024 * 1024
 
 
-class WriteForwarder:
+class SidecarForwarder:
     """Forwards write requests to the writer leader (see module doc).
 
     Args:
@@ -146,4 +146,4 @@ class WriteForwarder:
         return answer
 
 
-__all__ = ["DEFAULT_MAX_BODY", "WriteForwarder"]
+__all__ = ["DEFAULT_MAX_BODY", "SidecarForwarder"]

@@ -40,7 +40,7 @@ from rmwatch.http.errors import Refusal, error_response
 from rmwatch.http.forward import ForwardClient
 from rmwatch.http.keyspace import request_keyspace
 from rmwatch.http.pd import PREFIX, text, with_stats, write_success
-from rmwatch.http.writer_forward import FORWARD_TIMEOUT, FORWARD_WAIT, LeaderForwarder
+from rmwatch.http.writer_forward import FORWARD_TIMEOUT, FORWARD_WAIT, WriterForwarder
 from rmwatch.store.models import ResourceGroup
 from rmwatch.store.writer import Writer, parse_json_object
 from rmwatch.store.writer_drain import Drainer
@@ -76,7 +76,7 @@ class _Api:
         *,
         token: SecretStr | None,
         max_body: int,
-        forwarder: LeaderForwarder,
+        forwarder: WriterForwarder,
         drainer: Drainer,
     ) -> None:
         self.writer = writer
@@ -161,7 +161,7 @@ def create_writer_app(
         drainer: the drain controller (one is made if not given; SIGTERM shares it).
     """
     client = ForwardClient(timeout=forward_timeout)
-    forwarder = LeaderForwarder(writer, client=client, wait=forward_wait)
+    forwarder = WriterForwarder(writer, client=client, wait=forward_wait)
     api = _Api(writer, token=token, max_body=max_body, forwarder=forwarder,
                drainer=drainer or Drainer(writer))  # fmt: skip
 

@@ -42,7 +42,7 @@ FORWARD_TIMEOUT = 7.0
 _POLL = 0.05
 
 
-class LeaderForwarder:
+class WriterForwarder:
     """Runs a write the local writer refused (NotLeaderError, DrainingError) at the leader.
 
     Args:
@@ -113,4 +113,4 @@ class LeaderForwarder:
         return answer
 
 
-__all__ = ["FORWARD_TIMEOUT", "FORWARD_WAIT", "LeaderForwarder"]
+__all__ = ["FORWARD_TIMEOUT", "FORWARD_WAIT", "WriterForwarder"]
