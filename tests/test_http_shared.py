@@ -20,6 +20,7 @@ PD's behaviour pinned here is read from tikv/pd (commit a186e0cc61de):
 from __future__ import annotations
 
 import asyncio
+import http.server
 import socket
 import threading
 from collections.abc import Iterator
@@ -51,7 +52,13 @@ from rmwatch.errors import (
     WriteRefusedError,
 )
 from rmwatch.http.errors import Refusal, error_response
-from rmwatch.http.forward import Delivery, ForwardClient, delivery
+from rmwatch.http.forward import (
+    FORWARDED_HEADER,
+    NOT_APPLIED_HEADER,
+    Delivery,
+    ForwardClient,
+    delivery,
+)
 from rmwatch.http.pd import PREFIX, text
 from rmwatch.http.sidecar_app import create_sidecar_app
 from rmwatch.http.writer_app import create_writer_app
@@ -378,3 +385,82 @@ def test_one_forwarding_client_per_app_closed_on_shutdown(
         assert pooled[0] is pooled[1]
     assert forward_client.pooled is None
     assert pooled[0].is_closed
+
+
+@contextmanager
+def fake_leader(*, not_applied: bool) -> Iterator[tuple[int, list[dict[str, str]]]]:
+    """An HTTP server on a free port that answers every POST 503, marked
+    ``X-Rmwatch-Not-Applied: 1`` or not; yields its port and the headers of each request."""
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            seen.append({k.lower(): v for k, v in self.headers.items()})
+            self.send_response(503)
+            if not_applied:
+                self.send_header(NOT_APPLIED_HEADER, "1")
+            self.send_header("content-type", "text/plain")
+            self.send_header("content-length", "7")
+            self.end_headers()
+            self.wfile.write(b"refused")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the test reads ``seen``."""
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1]), seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class TestNotAppliedHandshake:
+    """``X-Rmwatch-Not-Applied`` lets a forwarding writer look for the next leader safely."""
+
+    def test_a_forwarded_write_is_not_forwarded_again(self, etcd_endpoints: list[str],
+                                                      root_prefix: str) -> None:  # fmt: skip
+        """A follower given an already-forwarded write answers 503 marked not applied."""
+        leader = WriterNode(etcd_endpoints, root_prefix, name="lead").start()
+        follower = WriterNode(etcd_endpoints, root_prefix, name="follow").start(wait_leader=False)
+        with (
+            nodes(leader, follower),
+            TestClient(create_writer_app(follower.writer, token=None, forward_wait=0.5)) as client,
+        ):
+            answer = client.post(f"{PREFIX}/config/group", json={"name": "hop", **GROUP},
+                                 headers={FORWARDED_HEADER: "1"})  # fmt: skip
+        assert answer.status_code == 503
+        assert answer.headers[NOT_APPLIED_HEADER] == "1"
+        assert "already forwarded" in answer.text
+
+    @pytest.mark.parametrize("not_applied", [True, False])
+    def test_the_forwarder_looks_again_only_when_nothing_was_applied(
+        self, etcd_endpoints: list[str], root_prefix: str, not_applied: bool
+    ) -> None:
+        """A leader's 503 marked not applied is retried until ``forward_wait`` runs out; an
+        unmarked 503 may have applied and is passed back as is, after one send."""
+        # 2 s to look: the first forward also opens the client and its connection, which on
+        # a loaded 2-core box can take most of a second.
+        with fake_leader(not_applied=not_applied) as (port, seen):
+            leader = WriterNode(etcd_endpoints, root_prefix, name="lead", port=port).start()
+            follower = WriterNode(etcd_endpoints, root_prefix,
+                                  name="follow").start(wait_leader=False)  # fmt: skip
+            with (
+                nodes(leader, follower),
+                TestClient(
+                    create_writer_app(follower.writer, token=None, forward_wait=2.0)
+                ) as client,
+            ):
+                answer = client.post(f"{PREFIX}/config/group", json={"name": "hop", **GROUP})
+        assert answer.status_code == 503, answer.text
+        assert all(request[FORWARDED_HEADER.lower()] == "1" for request in seen)
+        if not_applied:
+            assert len(seen) >= 2, "looked for the next leader again"
+            assert "no leader to forward to" in answer.text
+        else:
+            assert len(seen) == 1, "a write that may have applied is never resent"
+            assert answer.text == "refused"
