@@ -2,7 +2,8 @@
 
 One table each, run through both apps on a real etcd: ``with_stats`` values, keyspace
 parameters, errors and their answers; and the forwarding client's one classification of
-failures, against a real socket that accepts and then stalls, and a port nobody listens on.
+failures, against a real socket that accepts and then stalls, and a port nobody listens on;
+one pooled client per app, closed when it stops; the ``X-Rmwatch-Not-Applied`` handshake.
 
 PD's behaviour pinned here is read from tikv/pd (commit a186e0cc61de):
 - ``with_stats``: ``strings.EqualFold(c.Query("with_stats"), "true")`` in
