@@ -17,8 +17,8 @@ import pytest
 import uvicorn
 from harness import free_port
 
+from rmwatch.http.pd import PREFIX
 from rmwatch.http.sidecar_app import create_sidecar_app
-from rmwatch.http.writer_app import PREFIX
 from rmwatch.store.keys import KeyLayout
 from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.watcher.replica import Replica

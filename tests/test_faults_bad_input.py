@@ -30,8 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from writer_support import WriterNode, nodes
 
+from rmwatch.http.pd import PREFIX
 from rmwatch.http.sidecar_app import create_sidecar_app
-from rmwatch.http.writer_app import PREFIX, create_writer_app
+from rmwatch.http.writer_app import create_writer_app
 from rmwatch.store.keys import KeyLayout
 from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.watcher.replica import Replica

@@ -1,4 +1,4 @@
-"""The sidecar's fast group read (``_FastGroupRead``) answers exactly like the routed handler.
+"""The sidecar's fast group read (``fast_group_read``) answers exactly like the routed handler.
 
 A plain ``GET config/group/{name}`` is answered by an ASGI fast path with memoized body bytes;
 adding ``min_revision`` sends the same read through FastAPI's route. Both must give the same

@@ -10,7 +10,7 @@ from harness import put_group
 from prometheus_client.parser import text_string_to_metric_families
 from sidecar_support import API, layout, replica, revision_of, serve, sidecar
 
-from rmwatch.http.server_drain import DrainState
+from rmwatch.http.server_drain import ServerDrain
 from rmwatch.http.sidecar_app import create_sidecar_app
 from rmwatch.store.keys import KeyLayout
 from rmwatch.watcher.replica import Replica
@@ -49,7 +49,7 @@ class TestProbes:
 
     def test_draining_turns_ready_503_and_closes_connections(self, replica: Replica) -> None:
         """While draining, /ready is 503 but reads are still served, with Connection: close."""
-        drain = DrainState()
+        drain = ServerDrain()
         app = create_sidecar_app(replica, writer_url=None, discover_leader=None, drain=drain)
         with serve(app) as url, httpx.Client(base_url=url, timeout=10) as client:
             assert client.get("/ready").status_code == 200

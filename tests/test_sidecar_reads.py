@@ -166,7 +166,7 @@ class TestControllerAndServiceLimit:
     def test_service_limits(
         self, sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
     ) -> None:
-        """The null keyspace's and a named keyspace's limit; 404 if unset, 400 if no keyspace."""
+        """The null keyspace's and a named keyspace's limit; 404 if unset or no keyspace (PD)."""
         missing = sidecar.get(f"{API}/config/keyspace/service-limit")
         assert missing.status_code == 404
         assert missing.text == (
@@ -186,7 +186,8 @@ class TestControllerAndServiceLimit:
         by_id = sidecar.get(f"{API}/config/keyspace/service-limit", params={"keyspace_id": 7})
         assert by_id.json() == named.json()
         ghost = sidecar.get(f"{API}/config/keyspace/service-limit/ghost")
-        assert ghost.status_code == 400
+        assert ghost.status_code == 404
+        assert ghost.text.endswith("keyspace not found with name: ghost")
 
 
 class TestMinRevision:

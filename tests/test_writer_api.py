@@ -10,7 +10,8 @@ import pytest
 from pydantic import SecretStr
 from writer_support import WriterNode, nodes, raw_get
 
-from rmwatch.http.writer_app import PREFIX, create_writer_app
+from rmwatch.http.pd import PREFIX
+from rmwatch.http.writer_app import create_writer_app
 from rmwatch.store.models import GroupStates, TokenState
 from rmwatch.store.roles import WriteRole
 
@@ -177,7 +178,9 @@ class TestGroupRoutes:
         assert names == ["default", "g1"]
         r = served.http.get("/config/groups", params={"keyspace_name": "nope"})
         assert r.status_code == 404
-        assert r.text == "keyspace not found"
+        assert r.text == (
+            "[PD:resourcemanager:ErrKeyspaceNotExistsByName]keyspace not found with name: nope"
+        )
 
     def test_delete(self, served: Served) -> None:
         """DELETE answers 200 with X-Revision; default is 403; missing is 404."""

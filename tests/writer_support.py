@@ -69,9 +69,12 @@ class WriterNode:
         return self
 
     def serve(self, app: Any) -> WriterNode:
-        """Serve ``app`` with uvicorn on this node's port in a thread; wait until it listens."""
+        """Serve ``app`` with uvicorn on this node's port in a thread; wait until it listens.
+
+        Lifespan on, so stopping the server closes the app's forwarding client.
+        """
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off")  # fmt: skip
+                                lifespan="on")  # fmt: skip
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

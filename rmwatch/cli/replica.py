@@ -37,7 +37,7 @@ from rmwatch.cli.options import (
 )
 from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
-from rmwatch.http.server_drain import DrainState
+from rmwatch.http.server_drain import ServerDrain as DrainState
 from rmwatch.http.sidecar_app import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
 from rmwatch.store.etcd import connect
 from rmwatch.store.keys import KeyLayout

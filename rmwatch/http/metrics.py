@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rmwatch.http.server_drain import DrainState
+from rmwatch.http.server_drain import ServerDrain
 
 # Reads from memory answer in ~0.1-1 ms; forwarded writes take one etcd txn (~2-10 ms) plus a
 # hop; min_revision waits are bounded by 5 s by default.
@@ -69,7 +69,7 @@ class RequestTracker:
     """ASGI middleware: counts each request by route template and code, tracks in-flight
     requests for the drain, and asks clients to close the connection while draining."""
 
-    def __init__(self, app: ASGIApp, *, metrics: SidecarMetrics, drain: DrainState) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: SidecarMetrics, drain: ServerDrain) -> None:
         self.app = app
         self.metrics = metrics
         self.drain = drain

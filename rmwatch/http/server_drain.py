@@ -1,9 +1,11 @@
-"""The sidecar's serving state: how many requests are in flight, and whether it is draining.
+"""The HTTP server's drain: stop taking requests, finish the ones in flight.
 
-A drain (SIGTERM) must not fail requests: first ``/ready`` answers 503 so load balancers stop
-sending new work, requests keep being served meanwhile (answered with ``Connection: close``
-so clients do not reuse a connection that is about to go away), and only when the grace
-period is over does the server stop accepting and wait for the requests still in flight.
+This is the server's drain only; a writer handing its leadership over is
+``rmwatch.store.writer_drain.Drainer``. A drain (SIGTERM) must not fail requests: first
+``/ready`` answers 503 so load balancers stop sending new work, requests keep being served
+meanwhile (answered with ``Connection: close`` so clients do not reuse a connection that is
+about to go away), and only when the grace period is over does the server stop accepting and
+wait for the requests still in flight.
 All methods run on the event loop thread, so plain integers are enough.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import time
 
 
-class DrainState:
+class ServerDrain:
     """In-flight accounting and the draining flag of one HTTP server."""
 
     def __init__(self) -> None:
@@ -48,4 +50,4 @@ class DrainState:
         }
 
 
-__all__ = ["DrainState"]
+__all__ = ["ServerDrain"]

@@ -1,118 +1,66 @@
 """The writer's HTTP API: PD's resource-manager routes, bodies and status codes.
 
-Routes live under ``/resource-manager/api/v1/`` as in PD. Success of a write answers 200 with
+Routes live under PD's prefix (``rmwatch.http.pd.PREFIX``). Success of a write answers 200 with
 the JSON string ``"Success!"`` and ``X-Revision: <commit revision>``; errors are plain text
-with PD's codes: 400 bad body (naming the field), 401 missing/wrong bearer token, 403 role
-refuses it, 404 group/keyspace/limit missing, 409 compare-and-set lost (``X-Revision`` = the
-current revision), 413 body over ``max_body``, 500 other, 503 no leader reachable.
+with PD's codes (``rmwatch.http.errors``): 400 bad body (naming the field), 401 missing/wrong
+bearer token, 403 role refuses it, 404 group/keyspace/limit missing, 409 compare-and-set lost
+(``X-Revision`` = the current revision), 413 body over ``max_body``, 500 other, 503 no leader
+reachable or etcd unavailable.
 
 A writer that is not the leader, or is draining, forwards the write to the leader found in
-etcd (same method, path, query, body and Authorization header; the leader's answer is returned
-unchanged). A forwarded request carries ``X-Rmwatch-Forwarded`` and is never forwarded again,
-so two writers that disagree about who leads cannot bounce a request back and forth.
+etcd (``rmwatch.http.writer_forward``); the leader's answer is returned unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
-import structlog
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr, ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rmwatch.errors import (
-    BodyTooLargeError,
-    ConflictError,
-    DecodeError,
     DrainingError,
-    EtcdUnavailableError,
     InvalidInputError,
+    NotFoundError,
     NotLeaderError,
     RmwatchError,
-    WriteError,
 )
 from rmwatch.http import pdjson
 from rmwatch.http.body import read_body
-from rmwatch.store.keys import parse_keyspace_id
-from rmwatch.store.leadership import read_leader
+from rmwatch.http.direct_routes import DirectRoutes, direct_routes
+from rmwatch.http.errors import Refusal, error_response
+from rmwatch.http.forward import ForwardClient
+from rmwatch.http.keyspace import request_keyspace
+from rmwatch.http.pd import PREFIX, text, with_stats, write_success
+from rmwatch.http.writer_forward import FORWARD_TIMEOUT, FORWARD_WAIT, WriterForwarder
 from rmwatch.store.models import ResourceGroup
 from rmwatch.store.writer import Writer, parse_json_object
 from rmwatch.store.writer_drain import Drainer
 
-log = structlog.get_logger("rmwatch.api")
-
-PREFIX = "/resource-manager/api/v1"
 MAX_BODY = 1024 * 1024
-# Set on a 503 that refused a write before anything was applied (safe to send elsewhere).
-NOT_APPLIED_HEADER = "X-Rmwatch-Not-Applied"
-FORWARDED_HEADER = "X-Rmwatch-Forwarded"
-# Leader election after a resign takes one follower poll (~150 ms); after a crash, one lease
-# TTL (5 s). Waiting 6 s for a leader covers both before answering 503.
-FORWARD_WAIT = 6.0
-# One forwarded write: the leader's own deadline is 5 s per operation, plus a margin.
-FORWARD_TIMEOUT = 7.0
-
-
-class _HTTPError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
-
-
-def _text(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return PlainTextResponse(message, status_code=status, headers=headers)
-
-
-def _success(revision: int) -> Response:
-    return JSONResponse("Success!", headers={"X-Revision": str(revision)})
-
-
-def _error_response(exc: BaseException) -> Response:
-    if isinstance(exc, _HTTPError):
-        return _text(exc.status, exc.message, exc.headers)
-    if isinstance(exc, ConflictError):
-        return _text(409, f"{exc}; current revision {exc.current_revision}",
-                     {"X-Revision": str(exc.current_revision)})  # fmt: skip
-    if isinstance(exc, WriteError):
-        return _text(exc.status, str(exc))
-    if isinstance(exc, InvalidInputError):
-        return _text(400, str(exc))
-    if isinstance(exc, EtcdUnavailableError | DecodeError):
-        return _text(500, str(exc))
-    return _text(500, f"internal error: {type(exc).__name__}")
-
-
-def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err["loc"]) or "body"
-    return f"invalid {where}: {err['msg']}"
-
-
-def _bool_query(value: str | None) -> bool:
-    return value is not None and value.lower() in ("1", "true", "yes")
+# Writes block on etcd, so they run in worker threads of a plain executor (a cheaper hop for
+# the event loop than starlette's run_in_threadpool); 40 workers, as anyio's default limit.
+WRITE_WORKERS = 40
 
 
 def guarded(
     handler: Callable[[Request], Awaitable[Response]],
 ) -> Callable[[Request], Awaitable[Response]]:
+    """``handler`` with its rmwatch errors answered through ``rmwatch.http.errors``."""
+
     async def run(request: Request) -> Response:
         try:
             return await handler(request)
-        except (RmwatchError, _HTTPError) as exc:
-            return _error_response(exc)
+        except (RmwatchError, Refusal) as exc:
+            return error_response(exc)
 
     run.__name__ = handler.__name__
     run.__doc__ = handler.__doc__
@@ -128,53 +76,47 @@ class _Api:
         *,
         token: SecretStr | None,
         max_body: int,
-        forward_wait: float,
-        forward_timeout: float,
+        forwarder: WriterForwarder,
         drainer: Drainer,
     ) -> None:
         self.writer = writer
         self.token = token
         self.max_body = max_body
-        self.forward_wait = forward_wait
-        self.forward_timeout = forward_timeout
+        self.forwarder = forwarder
         self.drainer = drainer
-        # Writes block on etcd, so they run in worker threads: a plain executor hop costs the
-        # event loop ~0.1 ms less per write than starlette's run_in_threadpool (anyio's
-        # capacity limiter and checkpoints). 40 workers, as anyio's default limit.
-        self.pool = ThreadPoolExecutor(max_workers=40, thread_name_prefix="rmwatch-write")
+        self.pool = ThreadPoolExecutor(
+            max_workers=WRITE_WORKERS, thread_name_prefix="rmwatch-write"
+        )
 
     # ---- request plumbing ----------------------------------------------------------------
 
     def check_auth(self, request: Request) -> None:
+        """Refuse (401) a request without the configured bearer token."""
         if self.token is None:
             return
         given = request.headers.get("authorization", "")
         expected = f"Bearer {self.token.get_secret_value()}"
         if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise _HTTPError(401, "missing or invalid bearer token",
-                             {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise Refusal(text(401, "missing or invalid bearer token",
+                               {"WWW-Authenticate": "Bearer"}))  # fmt: skip
 
     async def read_body(self, request: Request) -> bytes:
+        """The request body (BodyTooLargeError over ``max_body``)."""
+        return await read_body(request, self.max_body)
+
+    def _lookup(self, name: str) -> int | None:
         try:
-            return await read_body(request, self.max_body)
-        except BodyTooLargeError:
-            raise _HTTPError(413, f"request body over {self.max_body} bytes") from None
+            return self.writer.resolve_keyspace(name)
+        except NotFoundError:
+            return None
 
     async def keyspace(self, request: Request, name: str | None = None) -> int | None:
-        """The keyspace id of a request: ``keyspace_name`` (PD), ``keyspace_id`` (ours), or
-        None for the null keyspace."""
-        name = name if name is not None else request.query_params.get("keyspace_name")
-        if name:
-            return await run_in_threadpool(self.writer.resolve_keyspace, name)
-        raw = request.query_params.get("keyspace_id")
-        if raw is None or raw == "":
-            return None
-        try:
-            return parse_keyspace_id(raw)
-        except ValueError as exc:
-            raise InvalidInputError("keyspace_id", str(exc)) from None
+        """The keyspace id of a request (``rmwatch.http.keyspace``), or None for the null
+        keyspace."""
+        return await request_keyspace(request, self._lookup, name)
 
     async def parse_group(self, request: Request, body: bytes) -> ResourceGroup:
+        """The group in a POST/PUT body, in the request's keyspace when one is named."""
         data = parse_json_object(body)
         if not isinstance(data, dict):
             raise InvalidInputError("body", "must be a JSON object (a resource group)")
@@ -184,7 +126,9 @@ class _Api:
         try:
             return ResourceGroup.model_validate(data)
         except ValidationError as exc:
-            raise _HTTPError(400, _validation_message(exc)) from None
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            raise InvalidInputError(where, err["msg"]) from None
 
     # ---- writes --------------------------------------------------------------------------
 
@@ -193,64 +137,8 @@ class _Api:
         try:
             revision = await asyncio.get_running_loop().run_in_executor(self.pool, op)
         except (NotLeaderError, DrainingError) as exc:
-            return await self.forward(request, body, exc, op)
-        return _success(revision)
-
-    async def forward(
-        self, request: Request, body: bytes, cause: WriteError, op: Callable[[], int]
-    ) -> Response:
-        """Send a write this writer cannot commit to the leader, waiting up to forward_wait
-        for one. NotLeaderError and DrainingError are raised before anything commits, so the
-        write can safely go elsewhere, or run here if this writer becomes leader meanwhile."""
-        if request.headers.get(FORWARDED_HEADER):
-            # One hop only (no ping-pong between writers); the mark tells the forwarder that
-            # nothing was applied, so it keeps looking for the next leader.
-            self.writer.metrics.forwarded.labels(outcome="loop").inc()
-            answer = _text(503, f"not the leader and the request was already forwarded: {cause}")
-            answer.headers[NOT_APPLIED_HEADER] = "1"
-            return answer
-        leadership = self.writer.leadership
-        own = leadership.address if leadership is not None else None
-        deadline = time.monotonic() + self.forward_wait
-        while True:
-            info = await run_in_threadpool(read_leader, self.writer.client, self.writer.layout)
-            if info is not None and info.address == own and not self.writer.draining:
-                # Elected while forwarding: run the write here.
-                try:
-                    return _success(await run_in_threadpool(op))
-                except (NotLeaderError, DrainingError):
-                    pass  # lost it again before committing: look again
-            elif info is not None and info.address != own:
-                try:
-                    answer = await self._send(request, body, info.address)
-                    if answer.headers.get(NOT_APPLIED_HEADER) != "1":
-                        return answer
-                    # That writer is draining or was just deposed: nothing applied, look again.
-                except httpx.ConnectError:
-                    pass  # nothing was sent: the leader is gone, look again
-                except httpx.HTTPError as exc:
-                    # The request may have reached the leader: resending could apply it twice.
-                    self.writer.metrics.forwarded.labels(outcome="error").inc()
-                    return _text(503, f"leader {info.address} did not answer: {exc!r}")
-            if time.monotonic() >= deadline:
-                self.writer.metrics.forwarded.labels(outcome="no_leader").inc()
-                return _text(503, f"no leader to forward to within {self.forward_wait:.0f}s "
-                                  f"({cause})")  # fmt: skip
-            await asyncio.sleep(0.05)
-
-    async def _send(self, request: Request, body: bytes, address: str) -> Response:
-        headers = {FORWARDED_HEADER: "1"}
-        for name in ("authorization", "content-type"):
-            if name in request.headers:
-                headers[name] = request.headers[name]
-        url = address.rstrip("/") + request.url.path
-        async with httpx.AsyncClient(timeout=self.forward_timeout) as client:
-            answer = await client.request(request.method, url, params=request.query_params,
-                                          content=body, headers=headers)  # fmt: skip
-        self.writer.metrics.forwarded.labels(outcome="ok").inc()
-        passed = ("content-type", "x-revision", NOT_APPLIED_HEADER.lower())
-        out = {k: v for k, v in answer.headers.items() if k.lower() in passed}
-        return Response(answer.content, status_code=answer.status_code, headers=out)
+            return await self.forwarder.forward(request, body, exc, op)
+        return write_success(revision)
 
 
 def create_writer_app(
@@ -272,51 +160,26 @@ def create_writer_app(
         forward_timeout: deadline of one forwarded request.
         drainer: the drain controller (one is made if not given; SIGTERM shares it).
     """
-    api = _Api(writer, token=token, max_body=max_body, forward_wait=forward_wait,
-               forward_timeout=forward_timeout, drainer=drainer or Drainer(writer))  # fmt: skip
-    app = FastAPI(title="rmwatch writer", version="0.1.0")
+    client = ForwardClient(timeout=forward_timeout)
+    forwarder = WriterForwarder(writer, client=client, wait=forward_wait)
+    api = _Api(writer, token=token, max_body=max_body, forwarder=forwarder,
+               drainer=drainer or Drainer(writer))  # fmt: skip
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    app = FastAPI(title="rmwatch writer", version="0.1.0", lifespan=lifespan)
     app.state.api = api
     app.state.drainer = api.drainer
+    app.state.forward_client = client
     _group_routes(app, api)
     _config_routes(app, api)
     _ops_routes(app, api)
-    app.add_middleware(_DirectRoutes, routes=_direct_routes(app))
+    # The fixed-path fast path, over the routes just registered (rmwatch.http.direct_routes).
+    app.add_middleware(DirectRoutes, routes=direct_routes(app))
     return app
-
-
-Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-def _direct_routes(app: FastAPI) -> dict[tuple[str, str], Endpoint]:
-    """``(method, path) -> endpoint`` of the PD routes without path parameters."""
-    out: dict[tuple[str, str], Endpoint] = {}
-    for route in app.routes:
-        path = getattr(route, "path", "")
-        if isinstance(route, APIRoute) and path.startswith(PREFIX + "/") and "{" not in path:
-            for method in route.methods or ():
-                out[(method, path)] = route.endpoint
-    return out
-
-
-class _DirectRoutes:
-    """ASGI middleware: the PD routes with a fixed path (the write routes PD clients hit) go
-    straight to their endpoint, skipping the router and FastAPI's per-request dependency
-    solving. Every such endpoint takes the bare ``Request`` and returns a ``Response`` (its
-    errors are answered by ``guarded``), so the answer is the same; anything else is routed.
-    """
-
-    def __init__(self, app: ASGIApp, *, routes: dict[tuple[str, str], Endpoint]) -> None:
-        self.app = app
-        self.routes = routes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            endpoint = self.routes.get((scope["method"], scope["path"]))
-            if endpoint is not None:
-                response = await endpoint(Request(scope, receive))
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def _group_routes(app: FastAPI, api: _Api) -> None:
@@ -353,9 +216,8 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         name = request.path_params["name"]
         keyspace = await api.keyspace(request)
         view = await run_in_threadpool(writer.get_group, name, keyspace)
-        body = pdjson.group_json(
-            view.group, view.states, with_stats=_bool_query(request.query_params.get("with_stats"))
-        )
+        stats = with_stats(request.query_params.get("with_stats"))
+        body = pdjson.group_json(view.group, view.states, with_stats=stats)
         return JSONResponse(body, headers={"X-Revision": str(view.revision)})
 
     @app.get(f"{PREFIX}/config/groups")
@@ -364,7 +226,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         """Every group of a keyspace, read at one revision."""
         keyspace = await api.keyspace(request)
         views, revision = await run_in_threadpool(writer.list_groups, keyspace)
-        stats = _bool_query(request.query_params.get("with_stats"))
+        stats = with_stats(request.query_params.get("with_stats"))
         body = [pdjson.group_json(v.group, v.states, with_stats=stats) for v in views]
         return JSONResponse(body, headers={"X-Revision": str(revision)})
 
@@ -470,4 +332,4 @@ def _ops_routes(app: FastAPI, api: _Api) -> None:
         return api.drainer.status()
 
 
-__all__ = ["FORWARDED_HEADER", "MAX_BODY", "PREFIX", "create_writer_app"]
+__all__ = ["MAX_BODY", "PREFIX", "create_writer_app"]

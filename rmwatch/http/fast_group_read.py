@@ -1,0 +1,133 @@
+"""The sidecar's fast path: ``GET config/group/{name}`` answered with remembered JSON bytes.
+
+Why it exists: a group GET is the read RM nodes and PD clients issue most, and the cache
+answers it from memory; what is left to spend is the framework's routing, request objects
+and JSON encoding of the same group again and again. Snapshots are immutable and share
+unchanged group objects across revisions, so a group's body can be encoded once and reused
+for as long as the snapshot still holds the very same objects.
+
+Only the plain case is taken (ready replica, no ``min_revision``/``keyspace_name``, a valid
+or absent ``keyspace_id``, the group exists); everything else -- 503, 404, 400, waits,
+keyspace resolution -- falls through to the routed handler. The answer is the same as the
+routed one: status, body bytes and headers (``X-Revision``, ``X-Revision-Age``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rmwatch.errors import NotReadyError
+from rmwatch.http import pdjson
+from rmwatch.http.pd import PREFIX, with_stats
+from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
+from rmwatch.store.models import GroupStates, ResourceGroup
+from rmwatch.watcher.replica import Replica
+
+GROUP_ROUTE = "/config/group/{name}"
+"""The route this path answers, relative to ``PREFIX``."""
+
+
+def _json_bytes(body: Any) -> bytes:
+    """``body`` as ``JSONResponse`` renders it (same bytes, so both paths answer alike)."""
+    return json.dumps(body, ensure_ascii=False, allow_nan=False, indent=None,
+                      separators=(",", ":")).encode("utf-8")  # fmt: skip
+
+
+class GroupBodies:
+    """JSON bodies of group reads, kept while the group's objects are unchanged.
+
+    A body is valid as long as the snapshot still returns the very same group (and states)
+    objects: the entry holds them, and an identity check decides. Bounded: cleared when full.
+    """
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._limit = limit
+        self._entries: dict[
+            tuple[str, int, bool], tuple[ResourceGroup, GroupStates | None, bytes]
+        ] = {}
+
+    def body(self, name: str, keyspace: int, stats: bool, group: ResourceGroup,
+             states: GroupStates | None) -> bytes:  # fmt: skip
+        """The JSON bytes of ``group`` as PD shows it, encoded again only if it changed."""
+        key = (name, keyspace, stats)
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] is group and entry[1] is states:
+            return entry[2]
+        body = _json_bytes(pdjson.group_json(group, states, with_stats=stats))
+        if len(self._entries) >= self._limit:
+            self._entries.clear()
+        self._entries[key] = (group, states, body)
+        return body
+
+
+class FastGroupRead:
+    """ASGI middleware: the plain group GET answered here (see the module doc).
+
+    Args:
+        app: the wrapped app, which answers everything this does not take.
+        replica: the replica whose snapshots answer.
+        route: the routed handler's route object, put in ``scope["route"]`` so the request
+            tracker labels a fast answer like a routed one.
+    """
+
+    _PREFIX = PREFIX + "/config/group/"
+    _FAST_KEYS = frozenset({"with_stats", "keyspace_id"})
+
+    def __init__(self, app: ASGIApp, *, replica: Replica, route: Any) -> None:
+        self.app = app
+        self.replica = replica
+        self.route = route
+        self.bodies = GroupBodies()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            if path.startswith(self._PREFIX):
+                answer = self._answer(path[len(self._PREFIX) :], scope["query_string"])
+                if answer is not None:
+                    scope["route"] = self.route
+                    body, headers = answer
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": headers})  # fmt: skip
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    def _answer(self, name: str, query: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        if not name or "/" in name:
+            return None
+        keyspace = NULL_KEYSPACE_ID
+        stats = False
+        if query:
+            params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+            if not self._FAST_KEYS.issuperset(params):
+                return None
+            raw = params.get("keyspace_id")
+            if raw:
+                try:
+                    keyspace = parse_keyspace_id(raw)
+                except ValueError:
+                    return None
+            stats = with_stats(params.get("with_stats"))
+        replica = self.replica
+        try:
+            snap = replica.snapshot()
+        except NotReadyError:
+            return None
+        group = snap.get_group(name, keyspace)
+        if group is None:
+            return None
+        body = self.bodies.body(name, keyspace, stats, group, snap.get_states(name, keyspace))
+        return body, [  # JSONResponse's headers, in its order
+            (b"x-revision", str(snap.revision).encode()),
+            (b"x-revision-age", f"{replica.age():.3f}".encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+
+
+__all__ = ["GROUP_ROUTE", "FastGroupRead", "GroupBodies"]
