@@ -77,6 +77,23 @@ RUN apt-get update \\
 ENV ETCDCTL_API=3
 CMD ["etcd"]
 """
+PROMETHEUS_CONTAINERFILE = """\
+ARG BASE
+FROM ${BASE}
+RUN apt-get update \\
+ && apt-get install -y --no-install-recommends prometheus \\
+ && rm -rf /var/lib/apt/lists/* \\
+ && mkdir -p /prometheus && chown prometheus:prometheus /prometheus
+USER prometheus
+WORKDIR /prometheus
+ENTRYPOINT ["/usr/bin/prometheus"]
+CMD ["--config.file=/etc/prometheus/prometheus.yml"]
+"""
+COMPOSE_PROJECT = "rmwatch-image-test"
+COMPOSE_PORTS = {"writer1": 18080, "writer2": 18081, "replica1": 18091, "replica2": 18092,
+                 "prometheus": 9090}  # fmt: skip
+ETCD_SERVICES = ["etcd1", "etcd2", "etcd3"]
+RMWATCH_SERVICES = ["writer1", "writer2", "replica1", "replica2"]
 # The default subset of the suite run against the container etcd (all of them talk to etcd).
 SUITE = [
     "tests/test_replica_consistency.py",
@@ -306,17 +323,25 @@ def build_etcd_image(engine: Engine, base: str, cache: Path, notes: list[str]) -
             engine("pull", DOCKER_ETCD_IMAGE, quiet=True)
         notes.append(DOCKER_ETCD_IMAGE)
         return DOCKER_ETCD_IMAGE
-    ref = f"localhost/rmwatch-etcd:{_hash(base, ETCD_CONTAINERFILE)}"
+    ref = build_local(engine, "localhost/rmwatch-etcd", ETCD_CONTAINERFILE, base, cache, notes)
+    version = engine("run", "--rm", ref, "etcd", "--version", quiet=True).stdout.split("\n")[0]
+    notes.append(version.strip())
+    return ref
+
+
+def build_local(engine: Engine, repo: str, containerfile: str, base: str, cache: Path,
+                notes: list[str]) -> str:  # fmt: skip
+    """An image from the base plus Debian packages, tagged by a hash of base and recipe."""
+    ref = f"{repo}:{_hash(base, containerfile)}"
     if engine.image_exists(ref):
         notes.append(f"cached {ref}")
         return ref
     with tempfile.TemporaryDirectory(dir=cache) as ctx:
-        (Path(ctx) / "Containerfile").write_text(ETCD_CONTAINERFILE)
+        (Path(ctx) / "Containerfile").write_text(containerfile)
         engine("build", "--format", "docker", "--build-arg", f"BASE={base}", "-t", ref, ctx,
                quiet=True, timeout=1200)  # fmt: skip
-    version = engine("run", "--rm", ref, "etcd", "--version", quiet=True).stdout.split("\n")[0]
-    notes.append(f"built {ref} ({version.strip()})")
-    _prune(engine, "localhost/rmwatch-etcd", keep=ref)
+    notes.append(f"built {ref}")
+    _prune(engine, repo, keep=ref)
     return ref
 
 
@@ -510,6 +535,189 @@ def _check_running(engine: Engine, etcd_image: str, c: Containers, notes: list[s
     notes.append(f"SIGTERM: replica {took:.1f} s, writer {took_w:.1f} s")
 
 
+# --------------------------------------------------------------------------------- compose
+
+
+def podman_compose(cache: Path, notes: list[str]) -> list[str]:
+    """podman-compose from PyPI in its own venv under the cache (Debian's 1.0 is too old)."""
+    found = shutil.which("podman-compose")
+    venv = cache / "podman-compose-venv"
+    exe = venv / "bin" / "podman-compose"
+    if not exe.exists():
+        sh([sys.executable, "-m", "venv", str(venv)], quiet=True)
+        sh([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "podman-compose>=1.1"],
+           quiet=True)  # fmt: skip
+    out = sh([str(exe), "--version"], quiet=True).stdout
+    version = next((line for line in out.splitlines() if "compose" in line), out.strip())
+    notes.append(version + (f" (ignoring {found})" if found else ""))
+    return [str(exe)]
+
+
+class Stack:
+    """docker/compose.yaml under podman-compose, as project COMPOSE_PROJECT, with the local
+    images swapped in by an override file (no registry is reachable here)."""
+
+    def __init__(self, engine: Engine, cache: Path, images: dict[str, str],
+                 notes: list[str]) -> None:  # fmt: skip
+        self.engine = engine
+        self.override = cache / "compose.override.yaml"
+        lines = ["services:"]
+        for service, image in images.items():
+            lines += [f"  {service}:", f"    image: {image}"]
+        self.override.write_text("\n".join(lines) + "\n")
+        self.cmd = [*podman_compose(cache, notes), "-p", COMPOSE_PROJECT,
+                    "-f", str(ROOT / "docker/compose.yaml"), "-f", str(self.override)]  # fmt: skip
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return sh([*self.cmd, *args], quiet=True, check=check, timeout=600)
+
+    def container(self, service: str) -> str:
+        out = self.engine("ps", "-a", "--format", "{{.Names}}",
+                          "--filter", f"label=io.podman.compose.project={COMPOSE_PROJECT}",
+                          "--filter", f"label=com.docker.compose.service={service}",
+                          quiet=True).stdout.split()  # fmt: skip
+        if len(out) != 1:
+            raise Failure(f"compose service {service}: expected one container, found {out}")
+        return out[0]
+
+    def wait_healthy(self, service: str, timeout: float) -> None:
+        """Run the service's HEALTHCHECK by hand until it passes (no systemd schedules it)."""
+        name = self.container(service)
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.engine("healthcheck", "run", name, check=False, quiet=True)
+            if proc.returncode == 0:
+                print(f"  ok: {service} healthy", flush=True)
+                return
+            if time.monotonic() > deadline:
+                raise Failure(f"{service}: HEALTHCHECK still failing after {timeout:.0f} s: "
+                              f"{(proc.stdout + proc.stderr).strip()}")  # fmt: skip
+            time.sleep(1)
+
+    def show_logs(self) -> None:
+        for service in [*ETCD_SERVICES, "etcd-setup", *RMWATCH_SERVICES, "prometheus"]:
+            logs = self.engine("logs", "--tail", "25", self.container(service), check=False,
+                               quiet=True)  # fmt: skip
+            print(f"--- logs of {service} ---\n{logs.stdout}{logs.stderr}")
+
+    def up(self, round_: int) -> None:
+        """What `docker compose up` does with its depends_on conditions, step by step:
+        podman-compose ignores `condition: service_healthy` and fails on dependency links."""
+        self.compose("up", "-d", "--no-deps", *ETCD_SERVICES)
+        for service in ETCD_SERVICES:
+            self.wait_healthy(service, 90)
+        self.compose("up", "-d", "--no-deps", "etcd-setup")
+        setup = self.container("etcd-setup")
+        code = self.engine("wait", setup, quiet=True, timeout=180).stdout.strip().splitlines()
+        logs = self.engine("logs", setup, quiet=True)
+        expect(code[-1:] == ["0"], f"round {round_}: etcd-setup exits 0 (got {code[-1:]}): "
+               + _tail(logs.stdout + logs.stderr, 3 if code[-1:] == ["0"] else 30))  # fmt: skip
+        # Auth is on now: the members' HEALTHCHECK must still pass (it needs no credentials).
+        for service in ETCD_SERVICES:
+            self.wait_healthy(service, 30)
+        self.compose("up", "-d", "--no-deps", *RMWATCH_SERVICES, "prometheus")
+        for service in ("writer1", "writer2"):
+            wait_http(f"http://127.0.0.1:{COMPOSE_PORTS[service]}/health", 90)
+        for service in ("replica1", "replica2"):
+            wait_http(f"http://127.0.0.1:{COMPOSE_PORTS[service]}/ready", 90)
+        expect(True, f"round {round_}: writers /health and replicas /ready answer 200")
+        for service in RMWATCH_SERVICES:
+            self.wait_healthy(service, 30)
+
+
+def _leaders() -> dict[str, float]:
+    found = {}
+    for service in ("writer1", "writer2"):
+        text = httpx.get(f"http://127.0.0.1:{COMPOSE_PORTS[service]}/metrics", timeout=5).text
+        match = re.search(r"^rmwatch_writer_is_leader (\S+)$", text, re.MULTILINE)
+        found[service] = float(match.group(1)) if match else -1.0
+    return found
+
+
+def check_stack_round(round_: int, earlier: tuple[str, int] | None) -> tuple[str, int]:
+    deadline = time.monotonic() + 30
+    while (leaders := _leaders()) and sorted(leaders.values()) != [0.0, 1.0]:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    expect(sorted(leaders.values()) == [0.0, 1.0],
+           f"round {round_}: exactly one of the two writers leads ({leaders})")  # fmt: skip
+    token = (ROOT / "docker/secrets/writer-token").read_text().strip()
+    name = f"compose_rg_{round_}"
+    follower = next(s for s, v in leaders.items() if v == 0.0)
+    body = {**GROUP, "name": name}
+    created = httpx.post(f"http://127.0.0.1:{COMPOSE_PORTS[follower]}{API}/config/group",
+                         json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20)  # fmt: skip
+    expect(created.status_code == 200,
+           f"round {round_}: a write through the follower {follower} (forwarded to the leader): "
+           f"{created.status_code} {created.text[:200]}")  # fmt: skip
+    revision = int(created.headers["X-Revision"])
+    for replica in ("replica1", "replica2"):
+        for group, rev in [(name, revision), *([earlier] if earlier else [])]:
+            read = httpx.get(f"http://127.0.0.1:{COMPOSE_PORTS[replica]}{API}/config/group/{group}",
+                             params={"min_revision": rev}, timeout=10)  # fmt: skip
+            expect(read.status_code == 200 and read.json().get("name") == group,
+                   f"round {round_}: {replica} serves {group} (min_revision={rev}): "
+                   f"{read.status_code} {read.text[:120]}")  # fmt: skip
+    return name, revision
+
+
+def check_prometheus(timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    health: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        try:
+            answer = httpx.get(f"http://127.0.0.1:{COMPOSE_PORTS['prometheus']}/api/v1/targets",
+                               timeout=5).json()  # fmt: skip
+            health = {t["labels"]["instance"]: t["health"]
+                      for t in answer["data"]["activeTargets"]}  # fmt: skip
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        want = {f"{s}:{8080 if s.startswith('writer') else 8081}" for s in RMWATCH_SERVICES}
+        if set(health) == want and set(health.values()) == {"up"}:
+            expect(True, f"Prometheus scrapes all four targets: {sorted(health)}")
+            return
+        time.sleep(1)
+    raise Failure(f"Prometheus targets not all up within {timeout:.0f} s: {health}")
+
+
+def run_stack(engine: Engine, base: str, etcd_image: str, cache: Path, keep: bool,
+              notes: list[str]) -> None:  # fmt: skip
+    busy = []
+    for service, port in COMPOSE_PORTS.items():
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                busy.append(f"{service} {port}")
+    prometheus = build_local(engine, "localhost/rmwatch-prometheus", PROMETHEUS_CONTAINERFILE,
+                             base, cache, notes)  # fmt: skip
+    images = {s: etcd_image for s in ETCD_SERVICES}
+    images.update({s: IMAGE for s in ["etcd-setup", *RMWATCH_SERVICES]})
+    images["prometheus"] = prometheus
+    stack = Stack(engine, cache, images, notes)
+    stack.compose("down", "-v", "-t", "2", check=False)  # leftovers of an interrupted run
+    if busy:
+        raise Failure(f"compose publishes host ports that are in use: {', '.join(busy)}")
+    try:
+        stack.up(1)
+        first = check_stack_round(1, None)
+        check_prometheus(60)
+        # A second `up` on the same volumes: setup runs again against etcd with auth on.
+        stack.compose("down", "-t", "10")
+        stack.up(2)
+        check_stack_round(2, first)
+        notes.append("3 etcd + auth, setup x2, 2 writers (1 leader), 2 replicas, Prometheus; "
+                     "Grafana not started (no Debian package, no registry)")  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):
+            stack.show_logs()
+        raise
+    finally:
+        if keep:
+            print(f"kept the stack: {' '.join(stack.cmd)} down -v")
+        else:
+            stack.compose("down", "-v", "-t", "5", check=False)
+
+
 # ----------------------------------------------------------------------------------- suite
 
 
@@ -589,7 +797,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="skip running the suite's etcd tests against the container etcd")
     parser.add_argument("--suite", nargs="+", metavar="TEST", default=None,
                         help=f"pytest arguments for that step (default: {' '.join(SUITE)})")
-    parser.add_argument("--keep", action="store_true", help="leave the check containers")
+    parser.add_argument("--no-compose", action="store_true",
+                        help="skip bringing up docker/compose.yaml (podman only)")
+    parser.add_argument("--only", choices=["checks", "compose", "suite"], default=None,
+                        help="build what is needed, then run only this part")
+    parser.add_argument("--keep", action="store_true",
+                        help="leave the check containers and the compose stack running")
     args = parser.parse_args(argv)
     cache = Path(args.cache)
     run = Run()
@@ -605,9 +818,16 @@ def main(argv: list[str] | None = None) -> int:
             etcd_image = build_etcd_image(engine, base or "", cache, notes)
         with run.step("image") as notes:
             build_image(engine, base, notes)
-        with run.step("checks") as notes:
-            check_containers(engine, etcd_image, args.keep, notes)
-        if not args.no_suite:
+        if args.only in (None, "checks"):
+            with run.step("checks") as notes:
+                check_containers(engine, etcd_image, args.keep, notes)
+        if args.only in (None, "compose") and not args.no_compose:
+            with run.step("compose") as notes:
+                if engine.name != "podman":
+                    notes.append("skipped: with docker run `docker compose` yourself")
+                else:
+                    run_stack(engine, base or "", etcd_image, cache, args.keep, notes)
+        if args.only in (None, "suite") and not args.no_suite:
             with run.step("suite") as notes:
                 run_suite(engine, etcd_image, cache, args.suite or SUITE, notes)
     except Failure as exc:
