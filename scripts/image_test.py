@@ -52,8 +52,15 @@ API = "/resource-manager/api/v1"
 RUN_AS_UID = 10001
 IMAGE = "localhost/rmwatch:image-test"
 DOCKER_ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"
-APT_TOOLS = ["podman", "mmdebstrap", "runc", "uidmap", "netavark", "aardvark-dns",
-             "containernetworking-plugins"]  # fmt: skip
+APT_TOOLS = [
+    "podman",
+    "mmdebstrap",
+    "runc",
+    "uidmap",
+    "netavark",
+    "aardvark-dns",
+    "containernetworking-plugins",
+]
 CONTAINERS_CONF = """\
 # Written by scripts/image-test for its own podman calls (CONTAINERS_CONF).
 [containers]
@@ -90,8 +97,13 @@ ENTRYPOINT ["/usr/bin/prometheus"]
 CMD ["--config.file=/etc/prometheus/prometheus.yml"]
 """
 COMPOSE_PROJECT = "rmwatch-image-test"
-COMPOSE_PORTS = {"writer1": 18080, "writer2": 18081, "replica1": 18091, "replica2": 18092,
-                 "prometheus": 9090}  # fmt: skip
+COMPOSE_PORTS = {
+    "writer1": 18080,
+    "writer2": 18081,
+    "replica1": 18091,
+    "replica2": 18092,
+    "prometheus": 9090,
+}
 ETCD_SERVICES = ["etcd1", "etcd2", "etcd3"]
 RMWATCH_SERVICES = ["writer1", "writer2", "replica1", "replica2"]
 # The default subset of the suite run against the container etcd (all of them talk to etcd).
@@ -109,7 +121,7 @@ GROUP = {
 }
 
 
-class Failure(Exception):
+class ImageTestError(Exception):
     """A check failed or a tool is missing: the message says which and why."""
 
 
@@ -141,16 +153,30 @@ class Run:
         print(f"  {'total':<12} {total:7.1f} s")
 
 
-def sh(cmd: list[str], *, check: bool = True, quiet: bool = False, timeout: float = 900,
-       env: dict[str, str] | None = None, stdin: str | None = None,
-       ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def sh(
+    cmd: list[str],
+    *,
+    check: bool = True,
+    quiet: bool = False,
+    timeout: float = 900,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run a command; its output is captured and shown on failure (or always, unless quiet)."""
     print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.run(
+        cmd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
     out = (proc.stdout + proc.stderr).strip()
     if check and proc.returncode != 0:
-        raise Failure(f"`{' '.join(cmd)}` exited {proc.returncode}:\n{_tail(out, 60)}")
+        raise ImageTestError(f"`{' '.join(cmd)}` exited {proc.returncode}:\n{_tail(out, 60)}")
     if out and not quiet:
         print(_tail(out, 15), flush=True)
     return proc
@@ -196,8 +222,13 @@ def docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
     try:
-        proc = subprocess.run(["docker", "info"], capture_output=True, timeout=20,
-                              stdin=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.run(
+            ["docker", "info"],
+            check=False,
+            capture_output=True,
+            timeout=20,
+            stdin=subprocess.DEVNULL,
+        )
     except subprocess.TimeoutExpired:
         return False
     return proc.returncode == 0
@@ -206,16 +237,16 @@ def docker_answers() -> bool:
 def setup_engine(cache: Path, notes: list[str]) -> Engine:
     wanted = os.environ.get("RMWATCH_IMAGE_TEST_ENGINE", "").strip()
     if wanted not in ("", "docker", "podman"):
-        raise Failure(f"RMWATCH_IMAGE_TEST_ENGINE={wanted!r}: use docker or podman")
+        raise ImageTestError(f"RMWATCH_IMAGE_TEST_ENGINE={wanted!r}: use docker or podman")
     if wanted == "docker" or (not wanted and docker_answers()):
         if not docker_answers():
-            raise Failure("RMWATCH_IMAGE_TEST_ENGINE=docker but `docker info` fails")
+            raise ImageTestError("RMWATCH_IMAGE_TEST_ENGINE=docker but `docker info` fails")
         notes.append("docker daemon")
         return Engine("docker")
     missing = [tool for tool in ("podman", "mmdebstrap", "runc") if not shutil.which(tool)]
     if missing:
         if os.geteuid() != 0 or not shutil.which("apt-get"):
-            raise Failure(
+            raise ImageTestError(
                 f"no docker daemon answers and {', '.join(missing)} missing: install podman, "
                 "mmdebstrap and runc (Debian: apt-get install podman mmdebstrap runc), "
                 "or run as root on Debian to have them installed"
@@ -257,8 +288,13 @@ def _pip_conf() -> str:
     lines = ["[global]", "cert = /etc/ssl/certs/ca-certificates.crt"]
     index = os.environ.get("PIP_INDEX_URL", "").strip()
     if not index:
-        proc = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.index-url"],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+            check=False,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         index = proc.stdout.strip() if proc.returncode == 0 else ""
     if index and not index.startswith("file:"):
         lines.append(f"index-url = {index}")
@@ -268,11 +304,18 @@ def _pip_conf() -> str:
 def build_base(engine: Engine, cache: Path, notes: list[str]) -> str:
     mirrors, sources = _apt_sources()
     if not mirrors:
-        raise Failure("no Debian apt sources found under /etc/apt: mmdebstrap needs a mirror")
+        raise ImageTestError(
+            "no Debian apt sources found under /etc/apt: mmdebstrap needs a mirror"
+        )
     cas = _extra_cas()
     pip_conf = _pip_conf()
-    key = _hash(BASE_RECIPE, BASE_PACKAGES, sources, pip_conf,
-                *[c.name.encode() + c.read_bytes() for c in cas])  # fmt: skip
+    key = _hash(
+        BASE_RECIPE,
+        BASE_PACKAGES,
+        sources,
+        pip_conf,
+        *[c.name.encode() + c.read_bytes() for c in cas],
+    )
     ref = f"localhost/rmwatch-base:{key}"
     if engine.image_exists(ref):
         notes.append(f"cached {ref}")
@@ -285,25 +328,50 @@ def build_base(engine: Engine, cache: Path, notes: list[str]) -> str:
         for i, ca in enumerate(cas):
             shutil.copy(ca, ca_dir / f"{i:02d}-{ca.name}")
         tar = work / "rootfs.tar"
-        sh([
-            "mmdebstrap", "--variant=minbase", f"--include={BASE_PACKAGES}",
-            "--aptopt=Acquire::Retries \"3\"",
-            f"--customize-hook=mkdir -p \"$1/usr/local/share/ca-certificates/host\""
-            f" && cp {ca_dir}/. \"$1/usr/local/share/ca-certificates/host/\" -r"
-            " && chroot \"$1\" update-ca-certificates",
-            f"--customize-hook=cp {work}/pip.conf \"$1/etc/pip.conf\"",
-            "--customize-hook=chroot \"$1\" python3 -m venv /opt/python",
-            "--customize-hook=rm -rf \"$1\"/var/lib/apt/lists/* \"$1\"/var/cache/apt/*.bin",
-            "bookworm", str(tar), *mirrors,
-        ], quiet=True, timeout=1200)  # fmt: skip
-        engine("import", "--change", f"ENV PATH={BASE_PATH}", "--change", "ENV LANG=C.UTF-8",
-               "--change", 'CMD ["python"]', str(tar), ref, quiet=True)  # fmt: skip
+        sh(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                f"--include={BASE_PACKAGES}",
+                '--aptopt=Acquire::Retries "3"',
+                f'--customize-hook=mkdir -p "$1/usr/local/share/ca-certificates/host"'
+                f' && cp {ca_dir}/. "$1/usr/local/share/ca-certificates/host/" -r'
+                ' && chroot "$1" update-ca-certificates',
+                f'--customize-hook=cp {work}/pip.conf "$1/etc/pip.conf"',
+                '--customize-hook=chroot "$1" python3 -m venv /opt/python',
+                '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin',
+                "bookworm",
+                str(tar),
+                *mirrors,
+            ],
+            quiet=True,
+            timeout=1200,
+        )
+        engine(
+            "import",
+            "--change",
+            f"ENV PATH={BASE_PATH}",
+            "--change",
+            "ENV LANG=C.UTF-8",
+            "--change",
+            'CMD ["python"]',
+            str(tar),
+            ref,
+            quiet=True,
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    probe = engine("run", "--rm", ref, "sh", "-c", "command -v python; command -v pip; python --version",
-                   quiet=True).stdout.split()  # fmt: skip
+    probe = engine(
+        "run",
+        "--rm",
+        ref,
+        "sh",
+        "-c",
+        "command -v python; command -v pip; python --version",
+        quiet=True,
+    ).stdout.split()
     if probe[:2] != ["/opt/python/bin/python", "/opt/python/bin/pip"]:
-        raise Failure(f"base {ref}: python/pip are not the venv's first on PATH: {probe}")
+        raise ImageTestError(f"base {ref}: python/pip are not the venv's first on PATH: {probe}")
     notes.append(f"built {ref} ({' '.join(probe[2:])})")
     _prune(engine, "localhost/rmwatch-base", keep=ref)
     return ref
@@ -323,14 +391,17 @@ def build_etcd_image(engine: Engine, base: str, cache: Path, notes: list[str]) -
             engine("pull", DOCKER_ETCD_IMAGE, quiet=True)
         notes.append(DOCKER_ETCD_IMAGE)
         return DOCKER_ETCD_IMAGE
-    ref = build_local(engine, "localhost/rmwatch-etcd", ETCD_CONTAINERFILE, base, cache, notes)
+    ref = build_local(
+        engine, "localhost/rmwatch-etcd", ETCD_CONTAINERFILE, base, cache=cache, notes=notes
+    )
     version = engine("run", "--rm", ref, "etcd", "--version", quiet=True).stdout.split("\n")[0]
     notes.append(version.strip())
     return ref
 
 
-def build_local(engine: Engine, repo: str, containerfile: str, base: str, cache: Path,
-                notes: list[str]) -> str:  # fmt: skip
+def build_local(
+    engine: Engine, repo: str, containerfile: str, base: str, *, cache: Path, notes: list[str]
+) -> str:
     """An image from the base plus Debian packages, tagged by a hash of base and recipe."""
     ref = f"{repo}:{_hash(base, containerfile)}"
     if engine.image_exists(ref):
@@ -338,8 +409,18 @@ def build_local(engine: Engine, repo: str, containerfile: str, base: str, cache:
         return ref
     with tempfile.TemporaryDirectory(dir=cache) as ctx:
         (Path(ctx) / "Containerfile").write_text(containerfile)
-        engine("build", "--format", "docker", "--build-arg", f"BASE={base}", "-t", ref, ctx,
-               quiet=True, timeout=1200)  # fmt: skip
+        engine(
+            "build",
+            "--format",
+            "docker",
+            "--build-arg",
+            f"BASE={base}",
+            "-t",
+            ref,
+            ctx,
+            quiet=True,
+            timeout=1200,
+        )
     notes.append(f"built {ref}")
     _prune(engine, repo, keep=ref)
     return ref
@@ -360,7 +441,7 @@ def build_image(engine: Engine, base: str | None, notes: list[str]) -> None:
 
 def expect(condition: bool, what: str) -> None:
     if not condition:
-        raise Failure(what)
+        raise ImageTestError(what)
     print(f"  ok: {what}", flush=True)
 
 
@@ -376,7 +457,7 @@ def wait_http(url: str, timeout: float, status: int = 200) -> httpx.Response:
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.2)
-    raise Failure(f"GET {url}: no {status} within {timeout:.0f} s (last: {last})")
+    raise ImageTestError(f"GET {url}: no {status} within {timeout:.0f} s (last: {last})")
 
 
 class Containers:
@@ -391,8 +472,9 @@ class Containers:
     def start(self, role: str, image: str, *args: str, env: dict[str, str]) -> str:
         name = f"rmwatch-it-{role}-{self.suffix}"
         env_args = [f"--env={k}={v}" for k, v in env.items()]
-        self.engine("run", "-d", "--name", name, "--network=host", *env_args, image, *args,
-                    quiet=True)  # fmt: skip
+        self.engine(
+            "run", "-d", "--name", name, "--network=host", *env_args, image, *args, quiet=True
+        )
         self.names.append(name)
         return name
 
@@ -412,15 +494,18 @@ class Containers:
 def healthcheck(engine: Engine, name: str) -> None:
     if engine.name == "podman":
         proc = engine("healthcheck", "run", name, check=False, quiet=True)
-        expect(proc.returncode == 0,
-               f"HEALTHCHECK of {name} passes (podman healthcheck run: "
-               f"{(proc.stdout + proc.stderr).strip() or 'exit 0'})")  # fmt: skip
+        expect(
+            proc.returncode == 0,
+            f"HEALTHCHECK of {name} passes (podman healthcheck run: "
+            f"{(proc.stdout + proc.stderr).strip() or 'exit 0'})",
+        )
         return
     deadline = time.monotonic() + 60
     status = ""
     while time.monotonic() < deadline:
-        status = engine("inspect", "--format", "{{.State.Health.Status}}", name,
-                        quiet=True).stdout.strip()  # fmt: skip
+        status = engine(
+            "inspect", "--format", "{{.State.Health.Status}}", name, quiet=True
+        ).stdout.strip()
         if status == "healthy":
             break
         time.sleep(1)
@@ -443,8 +528,7 @@ def stop_and_wait(engine: Engine, name: str, timeout: float) -> tuple[int, float
     return int(code), time.monotonic() - start
 
 
-def check_containers(engine: Engine, etcd_image: str, keep: bool,
-                     notes: list[str]) -> None:  # fmt: skip
+def check_containers(engine: Engine, etcd_image: str, keep: bool, notes: list[str]) -> None:
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     out = engine("run", "--rm", IMAGE, "--version", quiet=True).stdout.strip()
     expect(out == f"rmwatch {version}", f"`rmwatch --version` prints 'rmwatch {version}' ({out!r})")
@@ -461,22 +545,41 @@ def check_containers(engine: Engine, etcd_image: str, keep: bool,
 
 def _check_running(engine: Engine, etcd_image: str, c: Containers, notes: list[str]) -> None:
     client, peer, writer_port, replica_port = (free_port() for _ in range(4))
-    c.start("etcd", etcd_image, "etcd", "--name=it", "--data-dir=/tmp/etcd-data",
-            f"--listen-client-urls=http://127.0.0.1:{client}",
-            f"--advertise-client-urls=http://127.0.0.1:{client}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=it=http://127.0.0.1:{peer}", env={})  # fmt: skip
+    c.start(
+        "etcd",
+        etcd_image,
+        "etcd",
+        "--name=it",
+        "--data-dir=/tmp/etcd-data",
+        f"--listen-client-urls=http://127.0.0.1:{client}",
+        f"--advertise-client-urls=http://127.0.0.1:{client}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-cluster=it=http://127.0.0.1:{peer}",
+        env={},
+    )
     wait_http(f"http://127.0.0.1:{client}/health", 30)
     token = "image-test-token"
-    writer = c.start("writer", IMAGE, "writer", "--name=w1",
-                     f"--advertise-url=http://127.0.0.1:{writer_port}",
-                     env={"RMWATCH_LISTEN": f"127.0.0.1:{writer_port}",
-                          "RMWATCH_ETCD": f"127.0.0.1:{client}",
-                          "RMWATCH_ROLE": "PDMetaOnly", "RMWATCH_TOKEN": token})  # fmt: skip
-    replica = c.start("replica", IMAGE, "replica", "--drain-seconds=2",
-                      env={"RMWATCH_LISTEN": f"127.0.0.1:{replica_port}",
-                           "RMWATCH_ETCD": f"127.0.0.1:{client}"})  # fmt: skip
+    writer = c.start(
+        "writer",
+        IMAGE,
+        "writer",
+        "--name=w1",
+        f"--advertise-url=http://127.0.0.1:{writer_port}",
+        env={
+            "RMWATCH_LISTEN": f"127.0.0.1:{writer_port}",
+            "RMWATCH_ETCD": f"127.0.0.1:{client}",
+            "RMWATCH_ROLE": "PDMetaOnly",
+            "RMWATCH_TOKEN": token,
+        },
+    )
+    replica = c.start(
+        "replica",
+        IMAGE,
+        "replica",
+        "--drain-seconds=2",
+        env={"RMWATCH_LISTEN": f"127.0.0.1:{replica_port}", "RMWATCH_ETCD": f"127.0.0.1:{client}"},
+    )
     w = f"http://127.0.0.1:{writer_port}"
     r = f"http://127.0.0.1:{replica_port}"
     wait_http(f"{w}/health", 60)
@@ -489,30 +592,42 @@ def _check_running(engine: Engine, etcd_image: str, c: Containers, notes: list[s
     # The writer elects itself leader shortly after start: retry a write refused before that.
     deadline = time.monotonic() + 30
     while True:
-        created = httpx.post(f"{w}{API}/config/group", json=GROUP, timeout=10,
-                             headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        created = httpx.post(
+            f"{w}{API}/config/group",
+            json=GROUP,
+            timeout=10,
+            headers={"Authorization": f"Bearer {token}"},
+        )
         if created.status_code == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    expect(created.status_code == 200,
-           f"POST {API}/config/group through the writer: {created.status_code} {created.text}")
+    expect(
+        created.status_code == 200,
+        f"POST {API}/config/group through the writer: {created.status_code} {created.text}",
+    )
     revision = int(created.headers["X-Revision"])
-    read = httpx.get(f"{r}{API}/config/group/{GROUP['name']}",
-                     params={"min_revision": revision}, timeout=10)  # fmt: skip
+    read = httpx.get(
+        f"{r}{API}/config/group/{GROUP['name']}", params={"min_revision": revision}, timeout=10
+    )
     body = read.json() if read.status_code == 200 else {}
-    expect(read.status_code == 200 and int(read.headers["X-Revision"]) >= revision
-           and body.get("name") == GROUP["name"]
-           and body["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 1234,
-           f"replica reads the write back with min_revision={revision}: {read.status_code} "
-           f"X-Revision={read.headers.get('X-Revision')} {read.text[:160]}")  # fmt: skip
+    expect(
+        read.status_code == 200
+        and int(read.headers["X-Revision"]) >= revision
+        and body.get("name") == GROUP["name"]
+        and body["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 1234,
+        f"replica reads the write back with min_revision={revision}: {read.status_code} "
+        f"X-Revision={read.headers.get('X-Revision')} {read.text[:160]}",
+    )
     notes.append(f"write at revision {revision} read back")
 
     for name in (writer, replica):
         healthcheck(engine, name)
     for name in (writer, replica):
         inside, host = process_uid(engine, name)
-        expect(inside == RUN_AS_UID and host == RUN_AS_UID,
-               f"{name} runs as uid {RUN_AS_UID} (id -u: {inside}, PID 1 on the host: {host})")
+        expect(
+            inside == RUN_AS_UID and host == RUN_AS_UID,
+            f"{name} runs as uid {RUN_AS_UID} (id -u: {inside}, PID 1 on the host: {host})",
+        )
 
     # SIGTERM: the replica keeps serving with /ready at 503 for --drain-seconds, then exits 0.
     start = time.monotonic()
@@ -545,8 +660,10 @@ def podman_compose(cache: Path, notes: list[str]) -> list[str]:
     exe = venv / "bin" / "podman-compose"
     if not exe.exists():
         sh([sys.executable, "-m", "venv", str(venv)], quiet=True)
-        sh([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "podman-compose>=1.1"],
-           quiet=True)  # fmt: skip
+        sh(
+            [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "podman-compose>=1.1"],
+            quiet=True,
+        )
     out = sh([str(exe), "--version"], quiet=True).stdout
     version = next((line for line in out.splitlines() if "compose" in line), out.strip())
     notes.append(version + (f" (ignoring {found})" if found else ""))
@@ -557,27 +674,42 @@ class Stack:
     """docker/compose.yaml under podman-compose, as project COMPOSE_PROJECT, with the local
     images swapped in by an override file (no registry is reachable here)."""
 
-    def __init__(self, engine: Engine, cache: Path, images: dict[str, str],
-                 notes: list[str]) -> None:  # fmt: skip
+    def __init__(
+        self, engine: Engine, cache: Path, images: dict[str, str], notes: list[str]
+    ) -> None:
         self.engine = engine
         self.override = cache / "compose.override.yaml"
         lines = ["services:"]
         for service, image in images.items():
             lines += [f"  {service}:", f"    image: {image}"]
         self.override.write_text("\n".join(lines) + "\n")
-        self.cmd = [*podman_compose(cache, notes), "-p", COMPOSE_PROJECT,
-                    "-f", str(ROOT / "docker/compose.yaml"), "-f", str(self.override)]  # fmt: skip
+        self.cmd = [
+            *podman_compose(cache, notes),
+            "-p",
+            COMPOSE_PROJECT,
+            "-f",
+            str(ROOT / "docker/compose.yaml"),
+            "-f",
+            str(self.override),
+        ]
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return sh([*self.cmd, *args], quiet=True, check=check, timeout=600)
 
     def container(self, service: str) -> str:
-        out = self.engine("ps", "-a", "--format", "{{.Names}}",
-                          "--filter", f"label=io.podman.compose.project={COMPOSE_PROJECT}",
-                          "--filter", f"label=com.docker.compose.service={service}",
-                          quiet=True).stdout.split()  # fmt: skip
+        out = self.engine(
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label=io.podman.compose.project={COMPOSE_PROJECT}",
+            "--filter",
+            f"label=com.docker.compose.service={service}",
+            quiet=True,
+        ).stdout.split()
         if len(out) != 1:
-            raise Failure(f"compose service {service}: expected one container, found {out}")
+            raise ImageTestError(f"compose service {service}: expected one container, found {out}")
         return out[0]
 
     def wait_healthy(self, service: str, timeout: float) -> None:
@@ -590,14 +722,17 @@ class Stack:
                 print(f"  ok: {service} healthy", flush=True)
                 return
             if time.monotonic() > deadline:
-                raise Failure(f"{service}: HEALTHCHECK still failing after {timeout:.0f} s: "
-                              f"{(proc.stdout + proc.stderr).strip()}")  # fmt: skip
+                raise ImageTestError(
+                    f"{service}: HEALTHCHECK still failing after {timeout:.0f} s: "
+                    f"{(proc.stdout + proc.stderr).strip()}"
+                )
             time.sleep(1)
 
     def show_logs(self) -> None:
         for service in [*ETCD_SERVICES, "etcd-setup", *RMWATCH_SERVICES, "prometheus"]:
-            logs = self.engine("logs", "--tail", "25", self.container(service), check=False,
-                               quiet=True)  # fmt: skip
+            logs = self.engine(
+                "logs", "--tail", "25", self.container(service), check=False, quiet=True
+            )
             print(f"--- logs of {service} ---\n{logs.stdout}{logs.stderr}")
 
     def up(self, round_: int) -> None:
@@ -610,8 +745,11 @@ class Stack:
         setup = self.container("etcd-setup")
         code = self.engine("wait", setup, quiet=True, timeout=180).stdout.strip().splitlines()
         logs = self.engine("logs", setup, quiet=True)
-        expect(code[-1:] == ["0"], f"round {round_}: etcd-setup exits 0 (got {code[-1:]}): "
-               + _tail(logs.stdout + logs.stderr, 3 if code[-1:] == ["0"] else 30))  # fmt: skip
+        expect(
+            code[-1:] == ["0"],
+            f"round {round_}: etcd-setup exits 0 (got {code[-1:]}): "
+            + _tail(logs.stdout + logs.stderr, 3 if code[-1:] == ["0"] else 30),
+        )
         # Auth is on now: the members' HEALTHCHECK must still pass (it needs no credentials).
         for service in ETCD_SERVICES:
             self.wait_healthy(service, 30)
@@ -640,25 +778,38 @@ def check_stack_round(round_: int, earlier: tuple[str, int] | None) -> tuple[str
         if time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    expect(sorted(leaders.values()) == [0.0, 1.0],
-           f"round {round_}: exactly one of the two writers leads ({leaders})")  # fmt: skip
+    expect(
+        sorted(leaders.values()) == [0.0, 1.0],
+        f"round {round_}: exactly one of the two writers leads ({leaders})",
+    )
     token = (ROOT / "docker/secrets/writer-token").read_text().strip()
     name = f"compose_rg_{round_}"
     follower = next(s for s, v in leaders.items() if v == 0.0)
     body = {**GROUP, "name": name}
-    created = httpx.post(f"http://127.0.0.1:{COMPOSE_PORTS[follower]}{API}/config/group",
-                         json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20)  # fmt: skip
-    expect(created.status_code == 200,
-           f"round {round_}: a write through the follower {follower} (forwarded to the leader): "
-           f"{created.status_code} {created.text[:200]}")  # fmt: skip
+    created = httpx.post(
+        f"http://127.0.0.1:{COMPOSE_PORTS[follower]}{API}/config/group",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=20,
+    )
+    expect(
+        created.status_code == 200,
+        f"round {round_}: a write through the follower {follower} (forwarded to the leader): "
+        f"{created.status_code} {created.text[:200]}",
+    )
     revision = int(created.headers["X-Revision"])
     for replica in ("replica1", "replica2"):
         for group, rev in [(name, revision), *([earlier] if earlier else [])]:
-            read = httpx.get(f"http://127.0.0.1:{COMPOSE_PORTS[replica]}{API}/config/group/{group}",
-                             params={"min_revision": rev}, timeout=10)  # fmt: skip
-            expect(read.status_code == 200 and read.json().get("name") == group,
-                   f"round {round_}: {replica} serves {group} (min_revision={rev}): "
-                   f"{read.status_code} {read.text[:120]}")  # fmt: skip
+            read = httpx.get(
+                f"http://127.0.0.1:{COMPOSE_PORTS[replica]}{API}/config/group/{group}",
+                params={"min_revision": rev},
+                timeout=10,
+            )
+            expect(
+                read.status_code == 200 and read.json().get("name") == group,
+                f"round {round_}: {replica} serves {group} (min_revision={rev}): "
+                f"{read.status_code} {read.text[:120]}",
+            )
     return name, revision
 
 
@@ -667,10 +818,10 @@ def check_prometheus(timeout: float) -> None:
     health: dict[str, str] = {}
     while time.monotonic() < deadline:
         try:
-            answer = httpx.get(f"http://127.0.0.1:{COMPOSE_PORTS['prometheus']}/api/v1/targets",
-                               timeout=5).json()  # fmt: skip
-            health = {t["labels"]["instance"]: t["health"]
-                      for t in answer["data"]["activeTargets"]}  # fmt: skip
+            answer = httpx.get(
+                f"http://127.0.0.1:{COMPOSE_PORTS['prometheus']}/api/v1/targets", timeout=5
+            ).json()
+            health = {t["labels"]["instance"]: t["health"] for t in answer["data"]["activeTargets"]}
         except (httpx.HTTPError, ValueError, KeyError):
             pass
         want = {f"{s}:{8080 if s.startswith('writer') else 8081}" for s in RMWATCH_SERVICES}
@@ -678,25 +829,32 @@ def check_prometheus(timeout: float) -> None:
             expect(True, f"Prometheus scrapes all four targets: {sorted(health)}")
             return
         time.sleep(1)
-    raise Failure(f"Prometheus targets not all up within {timeout:.0f} s: {health}")
+    raise ImageTestError(f"Prometheus targets not all up within {timeout:.0f} s: {health}")
 
 
-def run_stack(engine: Engine, base: str, etcd_image: str, cache: Path, keep: bool,
-              notes: list[str]) -> None:  # fmt: skip
+def run_stack(
+    engine: Engine, base: str, etcd_image: str, *, cache: Path, keep: bool, notes: list[str]
+) -> None:
     busy = []
     for service, port in COMPOSE_PORTS.items():
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 busy.append(f"{service} {port}")
-    prometheus = build_local(engine, "localhost/rmwatch-prometheus", PROMETHEUS_CONTAINERFILE,
-                             base, cache, notes)  # fmt: skip
-    images = {s: etcd_image for s in ETCD_SERVICES}
-    images.update({s: IMAGE for s in ["etcd-setup", *RMWATCH_SERVICES]})
+    prometheus = build_local(
+        engine,
+        "localhost/rmwatch-prometheus",
+        PROMETHEUS_CONTAINERFILE,
+        base,
+        cache=cache,
+        notes=notes,
+    )
+    images = dict.fromkeys(ETCD_SERVICES, etcd_image)
+    images.update(dict.fromkeys(["etcd-setup", *RMWATCH_SERVICES], IMAGE))
     images["prometheus"] = prometheus
     stack = Stack(engine, cache, images, notes)
     stack.compose("down", "-v", "-t", "2", check=False)  # leftovers of an interrupted run
     if busy:
-        raise Failure(f"compose publishes host ports that are in use: {', '.join(busy)}")
+        raise ImageTestError(f"compose publishes host ports that are in use: {', '.join(busy)}")
     try:
         stack.up(1)
         first = check_stack_round(1, None)
@@ -705,8 +863,10 @@ def run_stack(engine: Engine, base: str, etcd_image: str, cache: Path, keep: boo
         stack.compose("down", "-t", "10")
         stack.up(2)
         check_stack_round(2, first)
-        notes.append("3 etcd + auth, setup x2, 2 writers (1 leader), 2 replicas, Prometheus; "
-                     "Grafana not started (no Debian package, no registry)")  # fmt: skip
+        notes.append(
+            "3 etcd + auth, setup x2, 2 writers (1 leader), 2 replicas, Prometheus; "
+            "Grafana not started (no Debian package, no registry)"
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             stack.show_logs()
@@ -731,13 +891,19 @@ def docker_api(engine: Engine, cache: Path) -> Iterator[str]:
     sock.unlink(missing_ok=True)
     log = open(cache / "podman-service.log", "w")  # noqa: SIM115
     print(f"$ podman system service --time=0 unix://{sock}", flush=True)
-    service = subprocess.Popen(["podman", "system", "service", "--time=0", f"unix://{sock}"],
-                               stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+    service = subprocess.Popen(
+        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
             if service.poll() is not None or time.monotonic() > deadline:
-                raise Failure(f"podman system service did not listen on {sock}: see {log.name}")
+                raise ImageTestError(
+                    f"podman system service did not listen on {sock}: see {log.name}"
+                )
             time.sleep(0.1)
         yield f"unix://{sock}"
     finally:
@@ -750,32 +916,55 @@ def docker_api(engine: Engine, cache: Path) -> Iterator[str]:
         sock.unlink(missing_ok=True)
 
 
-def run_suite(engine: Engine, etcd_image: str, cache: Path, tests: list[str],
-              notes: list[str]) -> None:  # fmt: skip
+def run_suite(
+    engine: Engine, etcd_image: str, cache: Path, tests: list[str], notes: list[str]
+) -> None:
     with docker_api(engine, cache) as docker_host:
         # No reaper container (its image is on a registry); and the ports as mapped on this
         # host's loopback, also where testcontainers believes it runs inside a container
         # (/.dockerenv), in which case it would go to the bridge's gateway address instead.
-        env = {**os.environ, "RMWATCH_TEST_ETCD_IMAGE": etcd_image,
-               "TESTCONTAINERS_RYUK_DISABLED": "true",
-               "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
-               "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "RMWATCH_TEST_ETCD_IMAGE": etcd_image,
+            "TESTCONTAINERS_RYUK_DISABLED": "true",
+            "TESTCONTAINERS_CONNECTION_MODE": "docker_host",
+            "TESTCONTAINERS_HOST_OVERRIDE": "127.0.0.1",
+        }
         env.pop("RMWATCH_TEST_ETCD_ENDPOINTS", None)
         env.pop("RMWATCH_IMAGE_TEST", None)
         if docker_host:
             env["DOCKER_HOST"] = docker_host
         cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
-        print("$ RMWATCH_TEST_ETCD_IMAGE=" + etcd_image + " DOCKER_HOST=" + docker_host + " "
-              + " ".join(cmd), flush=True)  # fmt: skip
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=1200)  # fmt: skip
+        print(
+            "$ RMWATCH_TEST_ETCD_IMAGE="
+            + etcd_image
+            + " DOCKER_HOST="
+            + docker_host
+            + " "
+            + " ".join(cmd),
+            flush=True,
+        )
+        proc = subprocess.run(
+            cmd,
+            check=False,
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=1200,
+        )
     out = proc.stdout + proc.stderr
     print(_tail(out, 12), flush=True)
     source = re.search(r"^etcd source used: (.*)$", out, re.MULTILINE)
     if proc.returncode != 0:
-        raise Failure(f"the suite against the container etcd failed (exit {proc.returncode})")
-    expect(source is not None and source.group(1).startswith(f"docker:{etcd_image}"),
-           f"the session etcd was the container ({source.group(1) if source else 'not reported'})")
+        raise ImageTestError(
+            f"the suite against the container etcd failed (exit {proc.returncode})"
+        )
+    expect(
+        source is not None and source.group(1).startswith(f"docker:{etcd_image}"),
+        f"the session etcd was the container ({source.group(1) if source else 'not reported'})",
+    )
     counts = re.findall(r"(\d+ passed.*?) in ", out)
     notes.append(f"{counts[-1] if counts else '?'} against {etcd_image}")
 
@@ -789,20 +978,40 @@ def main(argv: list[str] | None = None) -> int:
         description="Build the rmwatch image from docker/Dockerfile and prove it runs "
         "(docker if a daemon answers, else podman with a local Debian base).",
     )
-    parser.add_argument("--cache", default=os.environ.get("RMWATCH_IMAGE_TEST_CACHE",
-                        "/var/cache/rmwatch-image-test"),
-                        help="state folder: containers.conf, build scratch, podman socket "
-                        "(images themselves stay in the engine's storage)")  # fmt: skip
-    parser.add_argument("--no-suite", action="store_true",
-                        help="skip running the suite's etcd tests against the container etcd")
-    parser.add_argument("--suite", nargs="+", metavar="TEST", default=None,
-                        help=f"pytest arguments for that step (default: {' '.join(SUITE)})")
-    parser.add_argument("--no-compose", action="store_true",
-                        help="skip bringing up docker/compose.yaml (podman only)")
-    parser.add_argument("--only", choices=["checks", "compose", "suite"], default=None,
-                        help="build what is needed, then run only this part")
-    parser.add_argument("--keep", action="store_true",
-                        help="leave the check containers and the compose stack running")
+    parser.add_argument(
+        "--cache",
+        default=os.environ.get("RMWATCH_IMAGE_TEST_CACHE", "/var/cache/rmwatch-image-test"),
+        help="state folder: containers.conf, build scratch, podman socket "
+        "(images themselves stay in the engine's storage)",
+    )
+    parser.add_argument(
+        "--no-suite",
+        action="store_true",
+        help="skip running the suite's etcd tests against the container etcd",
+    )
+    parser.add_argument(
+        "--suite",
+        nargs="+",
+        metavar="TEST",
+        default=None,
+        help=f"pytest arguments for that step (default: {' '.join(SUITE)})",
+    )
+    parser.add_argument(
+        "--no-compose",
+        action="store_true",
+        help="skip bringing up docker/compose.yaml (podman only)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["checks", "compose", "suite"],
+        default=None,
+        help="build what is needed, then run only this part",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="leave the check containers and the compose stack running",
+    )
     args = parser.parse_args(argv)
     cache = Path(args.cache)
     run = Run()
@@ -826,11 +1035,13 @@ def main(argv: list[str] | None = None) -> int:
                 if engine.name != "podman":
                     notes.append("skipped: with docker run `docker compose` yourself")
                 else:
-                    run_stack(engine, base or "", etcd_image, cache, args.keep, notes)
+                    run_stack(
+                        engine, base or "", etcd_image, cache=cache, keep=args.keep, notes=notes
+                    )
         if args.only in (None, "suite") and not args.no_suite:
             with run.step("suite") as notes:
                 run_suite(engine, etcd_image, cache, args.suite or SUITE, notes)
-    except Failure as exc:
+    except ImageTestError as exc:
         print(f"\nimage-test FAILED in step '{run.timings[-1][0]}':\n{exc}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
