@@ -430,10 +430,16 @@ def build_image(engine: Engine, base: str | None, notes: list[str]) -> None:
     args = ["build", "-f", "docker/Dockerfile", "-t", IMAGE]
     if engine.name == "podman":
         args += ["--format", "docker", "--build-arg", f"PYTHON_IMAGE={base}"]
+    previous = engine("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False, quiet=True)
     with contextlib.chdir(ROOT):
         engine(*args, ".", quiet=True, timeout=1800)
-    size = engine("image", "inspect", "--format", "{{.Size}}", IMAGE, quiet=True).stdout.strip()
+    now = engine("image", "inspect", "--format", "{{.Id}} {{.Size}}", IMAGE, quiet=True)
+    image_id, size = now.stdout.split()
     notes.append(f"{IMAGE} {int(size) / 1e6:.0f} MB")
+    old_id = previous.stdout.strip()
+    if previous.returncode == 0 and old_id and old_id != image_id:
+        # The last run's image, now untagged: drop it so runs do not pile up images.
+        engine("rmi", old_id, check=False, quiet=True)
 
 
 # ---------------------------------------------------------------------------------- checks
