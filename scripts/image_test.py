@@ -126,7 +126,7 @@ class ImageTestError(Exception):
 
 
 class Run:
-    """Timings and cleanups of one run."""
+    """The timed steps of one run."""
 
     def __init__(self) -> None:
         self.timings: list[tuple[str, float, str]] = []
@@ -1047,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only in (None, "suite") and not args.no_suite:
             with run.step("suite") as notes:
                 run_suite(engine, etcd_image, cache, args.suite or SUITE, notes)
-    except ImageTestError as exc:
+    except (ImageTestError, subprocess.TimeoutExpired) as exc:
         print(f"\nimage-test FAILED in step '{run.timings[-1][0]}':\n{exc}", file=sys.stderr)
         status = 1
     except KeyboardInterrupt:
