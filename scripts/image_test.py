@@ -664,7 +664,9 @@ def podman_compose(cache: Path, notes: list[str]) -> list[str]:
     found = shutil.which("podman-compose")
     venv = cache / "podman-compose-venv"
     exe = venv / "bin" / "podman-compose"
-    if not exe.exists():
+    works = exe.exists() and sh([str(exe), "--version"], check=False, quiet=True).returncode == 0
+    if not works:  # missing, or its Python is gone (the venv outlives the interpreter)
+        shutil.rmtree(venv, ignore_errors=True)
         sh([sys.executable, "-m", "venv", str(venv)], quiet=True)
         sh(
             [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "podman-compose>=1.1"],
