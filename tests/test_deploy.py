@@ -247,8 +247,27 @@ def test_prometheus_scrapes_every_writer_and_replica(compose: dict[str, Any]) ->
         job.get("metrics_path", "/metrics") == "/metrics" for job in config["scrape_configs"]
     )
     prom = svc["prometheus"]
-    target = next(c["target"] for c in prom["configs"] if c["source"] == "prometheus_config")
+    mounts = dict(m.split(":")[:2] for m in prom["volumes"] if isinstance(m, str))
+    target = mounts["./prometheus.yml"]
     assert f"--config.file={target}" in prom["command"]
+
+
+def test_compose_is_portable() -> None:
+    """No top-level `configs:` (podman-compose ignores them, Prometheus then has no config)."""
+    assert "configs" not in load_yaml(COMPOSE)
+
+
+def test_compose_etcd_healthcheck_needs_no_credentials(compose: dict[str, Any]) -> None:
+    """etcd-setup enables auth; a health check that reads a key without a user then fails
+    ("user name is empty") and a second `up` never gets past setup. `endpoint status` needs
+    no user (scripts/image-test runs it against a cluster with auth on)."""
+    for name, service in services(compose).items():
+        if not str(service.get("image", "")).startswith("quay.io/coreos/etcd"):
+            continue
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD"
+        assert test[-2:] == ["endpoint", "status"], f"{name}: {test}"
+        assert not any(a.startswith(("--user", "--password")) for a in test)
 
 
 # ---- dashboard -------------------------------------------------------------------------

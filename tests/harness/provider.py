@@ -1,8 +1,13 @@
 """Decide where the shared test etcd comes from, in the order the spec requires.
 
 1. ``$RMWATCH_TEST_ETCD_ENDPOINTS`` (comma-separated ``host:port`` or ``http://`` URLs);
-2. a testcontainers ``quay.io/coreos/etcd`` container, when a Docker daemon answers;
+2. a testcontainers etcd container (``$RMWATCH_TEST_ETCD_IMAGE``, default
+   ``quay.io/coreos/etcd``), when a Docker daemon (or podman's Docker API via ``DOCKER_HOST``)
+   answers;
 3. a local ``EtcdMember`` started from ``find_etcd_binary()``.
+
+Setting ``$RMWATCH_TEST_ETCD_IMAGE`` makes the container mandatory: if it cannot start, the
+session fails instead of falling back to a binary (scripts/image-test relies on that).
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ from .locate import etcd_version, find_etcd_binary
 from .server import EtcdMember
 
 ENDPOINTS_ENV = "RMWATCH_TEST_ETCD_ENDPOINTS"
-ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"
+IMAGE_ENV = "RMWATCH_TEST_ETCD_IMAGE"
+DEFAULT_ETCD_IMAGE = "quay.io/coreos/etcd:v3.5.17"
+# The image of the session container: any image with `etcd` on PATH (e.g. scripts/image-test's
+# local Debian image where no registry is reachable).
+ETCD_IMAGE = os.environ.get(IMAGE_ENV, "").strip() or DEFAULT_ETCD_IMAGE
 CONTAINER_CLIENT_PORT = 2379
 # Image pull + start on a cold CI runner; the health wait itself is ~1 s.
 DOCKER_START_TIMEOUT = 60.0
@@ -48,11 +57,17 @@ def binary_source(binary: str) -> str:
 
 @contextmanager
 def _docker_etcd() -> Iterator[EtcdSession | None]:
-    """Yield a container-backed session, or None when Docker/testcontainers is unavailable."""
+    """Yield a container-backed session, or None when Docker/testcontainers is unavailable.
+
+    With ``$RMWATCH_TEST_ETCD_IMAGE`` set, unavailability raises instead of yielding None.
+    """
+    required = bool(os.environ.get(IMAGE_ENV, "").strip())
     try:
         import docker.errors  # noqa: PLC0415  (optional: only with testcontainers)
         from testcontainers.core.container import DockerContainer  # noqa: PLC0415
     except ImportError:
+        if required:
+            raise
         yield None
         return
     try:
@@ -74,7 +89,11 @@ def _docker_etcd() -> Iterator[EtcdSession | None]:
             )
         )
         container.start()
-    except docker.errors.DockerException:
+    except docker.errors.DockerException as exc:
+        if required:
+            raise RuntimeError(
+                f"{IMAGE_ENV}={ETCD_IMAGE} is set but its container did not start: {exc}"
+            ) from exc
         yield None
         return
     try:
