@@ -39,8 +39,8 @@ from pyetcd.etcdrpc import rpc_pb2
 
 from bench._common import (
     connect_to,
-    pct,
 )
+from bench._stats import pct
 from bench.p9_grpc import free_port, start_server, stop_server
 from rmwatch.store._pb import meta_storagepb_pb2 as mspb
 from rmwatch.store.keys import KeyLayout

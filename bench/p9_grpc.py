@@ -36,8 +36,8 @@ from bench._common import (
     connect_to,
     group_name,
     group_value,
-    pct,
 )
+from bench._stats import pct
 from rmwatch.store.keys import KeyLayout
 
 BENCH_ROOT = "/bench9/"
