@@ -147,8 +147,8 @@ def run_load(make_call: Callable[[grpc.Channel], Callable[[int], Any]], address:
 
 def ours(layout: KeyLayout) -> Callable[[grpc.Channel], Callable[[int], Any]]:
     """GetResourceGroup on the replica."""
+    from rmwatch.grpc.stubs import resource_manager_pb2_grpc as pbg  # noqa: PLC0415
     from rmwatch.store._pb import resource_manager_pb2 as pb  # noqa: PLC0415
-    from rmwatch.store._pb import resource_manager_pb2_grpc as pbg  # noqa: PLC0415
 
     def make(channel: grpc.Channel) -> Callable[[int], Any]:
         stub = pbg.ResourceManagerStub(channel)  # type: ignore[no-untyped-call]

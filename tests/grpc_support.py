@@ -18,7 +18,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from rmwatch.grpc import GrpcServer, serve_replica
-from rmwatch.store._pb import meta_storagepb_pb2_grpc, resource_manager_pb2_grpc
+from rmwatch.grpc.stubs import meta_storagepb_pb2_grpc, resource_manager_pb2_grpc
 from rmwatch.watcher.replica import Replica
 
 DEFAULT_PROGRESS = 0.3

@@ -681,6 +681,18 @@ class TestGeneratedModule:
         assert "ValidateProtobufRuntimeVersion" not in committed
         assert committed.startswith(f"# Generated from store/proto/{name}.proto")
 
+    @pytest.mark.parametrize("name", ["resource_manager", "meta_storagepb"])
+    def test_client_stubs_name_every_method(self, name: str) -> None:
+        """rmwatch/grpc/stubs/{name}_pb2_grpc.py was generated from the same .proto: it calls
+        every method of every service the committed messages module describes, by full name."""
+        stubs = (ROOT / "rmwatch" / "grpc" / "stubs" / f"{name}_pb2_grpc.py").read_text()
+        assert stubs.startswith(f"# Generated from store/proto/{name}.proto")
+        services = PROTOS[name].DESCRIPTOR.services_by_name.values()
+        assert services
+        for service in services:
+            for method in service.methods:
+                assert f"'/{service.full_name}/{method.name}'" in stubs
+
     def test_proto_field_numbers_are_pds(self) -> None:
         """The generated ResourceGroup message has PD's field numbers."""
         fields = {f.name: f.number for f in resource_manager_pb2.ResourceGroup.DESCRIPTOR.fields}

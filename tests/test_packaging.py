@@ -184,8 +184,10 @@ class TestWheelContents:
             "rmwatch/store/etcd/client.py",
             "rmwatch/watcher/replica.py",
             "rmwatch/py.typed",
-            "rmwatch/store/proto/rmwatch_rm.proto",
-            "rmwatch/store/_pb/rmwatch_rm_pb2.pyi",
+            "rmwatch/store/proto/resource_manager.proto",
+            "rmwatch/store/proto/meta_storagepb.proto",
+            "rmwatch/store/_pb/resource_manager_pb2.pyi",
+            "rmwatch/grpc/stubs/resource_manager_pb2_grpc.py",
         ):
             assert path in wheel_files, path
 

@@ -34,10 +34,7 @@ PUBLIC_PACKAGES = ["rmwatch", "rmwatch.store", "rmwatch.watcher", "rmwatch.testi
 # Errors a package should export but does not yet, each with its reason. Colleagues own those
 # packages; every entry is removed once the name is exported (a stale entry fails
 # test_known_gaps_are_still_gaps).
-KNOWN_EXPORT_GAPS: dict[tuple[str, str], str] = {
-    ("rmwatch.store", "ReservedGroupError"): "raised by Writer.delete_group('default')",
-    ("rmwatch.watcher", "DigestMismatchError"): "raised by a replica in strict digest mode",
-}
+KNOWN_EXPORT_GAPS: dict[tuple[str, str], str] = {}
 
 # Files that still carry the version as a literal, each with its reason; removed once they
 # read rmwatch.__version__ (a stale entry fails test_known_version_copies_are_still_there).

@@ -13,10 +13,14 @@ A ``Replica`` that was never started (no ``start()``, no ``with``) does not load
 """
 
 from rmwatch.errors import (
+    DigestMismatchError,
     NotReadyError,
     ReplicaClosedError,
     ReplicaError,
     RevisionTimeoutError,
+    WatchCompactedError,
+    WatchCutOffError,
+    WatchEndedError,
 )
 from rmwatch.watcher.cache import ChangeEvent, ChangeKind, Versioned
 from rmwatch.watcher.replica import Replica
@@ -25,6 +29,7 @@ from rmwatch.watcher.state import ReplicaState, Transition
 __all__ = [
     "ChangeEvent",
     "ChangeKind",
+    "DigestMismatchError",
     "NotReadyError",
     "Replica",
     "ReplicaClosedError",
@@ -33,4 +38,7 @@ __all__ = [
     "RevisionTimeoutError",
     "Transition",
     "Versioned",
+    "WatchCompactedError",
+    "WatchCutOffError",
+    "WatchEndedError",
 ]
