@@ -228,7 +228,7 @@ class TestReadiness:
                 with pytest.raises(grpc.RpcError) as exc:
                     rm_stub(channel).ListResourceGroups(pb.ListResourceGroupsRequest())
                 assert _code(exc) == grpc.StatusCode.UNAVAILABLE
-                assert "replica not ready (LOADING): loading the first snapshot" in _details(exc)
+                assert "replica not ready (NEW): not started" in _details(exc)
                 replica.start()
                 replica.wait_ready(10)
                 deadline = time.monotonic() + 3
