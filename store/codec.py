@@ -166,9 +166,7 @@ def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
     # replacing a V3 ``keyspace_identity``. A None keyspace stays absent (legacy groups).
     # PD: pkg/mcs/resourcemanager/server/resource_group.go:325 (HEAD a186e0c)
     data["keyspace_id"] = None if group.keyspace_id is None else {"value": group.keyspace_id}
-    _apply(msg, data)
-    if group.keyspace_id is not None:
-        msg.keyspace_id.value = group.keyspace_id  # sets the oneof case even for 0
+    _apply(msg, data)  # setting ``value`` (0 too) selects its oneof case, clearing the other
     return msg.SerializeToString(deterministic=True)
 
 

@@ -148,9 +148,7 @@ class KeyLayout:
         if rest.startswith("keyspace/service_limits/"):
             ks_text = rest[len("keyspace/service_limits/") :]
             keyspace_id = _keyspace(text, ks_text)
-            return ParsedKey(
-                KeyKind.SERVICE_LIMIT, keyspace_id, None, str(keyspace_id) == ks_text
-            )
+            return ParsedKey(KeyKind.SERVICE_LIMIT, keyspace_id, None, str(keyspace_id) == ks_text)
         for head, kind in (
             ("keyspace/settings/", KeyKind.SETTINGS),
             ("keyspace/states/", KeyKind.STATES),

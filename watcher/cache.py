@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import gc
 import threading
-from functools import lru_cache
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Generic, NamedTuple, TypeVar
 
 from rmwatch.errors import DecodeError, InvalidKeyError
@@ -237,7 +237,9 @@ class Snapshot:
         entry = self.entries.get_fast(key)
         return None if entry is None else entry.value
 
-    def _resolved(self, kind: KeyKind, keyspace_id: int, name: str | None, key: str) -> Value | None:
+    def _resolved(
+        self, kind: KeyKind, keyspace_id: int, name: str | None, key: str
+    ) -> Value | None:
         # The value PD ends up with when several keys name one group (or one service limit):
         # it loads the legacy prefix, then the keyspace prefix in key order, and a later good
         # value replaces an earlier one (a bad one is skipped).

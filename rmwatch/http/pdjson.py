@@ -22,7 +22,6 @@ Floats that are whole numbers go out as JSON integers, as Go prints float64 ``10
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from rmwatch.store.models import (
@@ -37,9 +36,9 @@ from rmwatch.store.models import (
 )
 
 __all__ = [
+    "GO_ZERO_TIME",
     "consumption_json",
     "controller_json",
-    "go_time",
     "group_json",
     "omit_zero",
     "service_limit_json",
@@ -100,7 +99,10 @@ def _bucket(bucket: TokenBucket | None, state: TokenState | None) -> dict[str, A
 def consumption_json(consumption: Consumption) -> dict[str, Any]:
     """A ``Consumption`` as Go's encoding/json writes kvproto's struct: known fields only,
     zeros omitted (``{}`` when nothing was consumed)."""
-    return omit_zero(consumption.model_dump(mode="json", include=set(Consumption.model_fields)))
+    known: dict[str, Any] = omit_zero(
+        consumption.model_dump(mode="json", include=set(Consumption.model_fields))
+    )
+    return known
 
 
 def _stats(group: ResourceGroup, states: GroupStates | None) -> dict[str, Any]:
@@ -135,31 +137,24 @@ def group_json(
     return out
 
 
-def go_time(moment: datetime) -> str:
-    """``moment`` as Go's ``time.Time`` marshals to JSON (RFC 3339, fraction without trailing
-    zeros, ``Z`` for UTC)."""
-    moment = moment.astimezone(UTC)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + "Z"
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+"""Go's zero ``time.Time`` as encoding/json writes it."""
 
 
-def service_limit_json(
-    limit: ServiceLimit | None, *, now: datetime | None = None
-) -> dict[str, Any]:
+def service_limit_json(limit: ServiceLimit | None) -> dict[str, Any]:
     """PD's service-limit GET body: ``{"service_limit", "available_tokens", "last_update"}``.
 
-    ``limit`` None means nothing is stored: PD shows 0. The running ``available_tokens`` lives
-    in an RM node's limiter, not in etcd; a limiter PD has just loaded from etcd holds 0 tokens
-    and ``last_update`` = the time it was loaded, so that is what is shown (``now``).
-    PD: pkg/mcs/resourcemanager/server/service_limit.go:34-49, 61-69, 93-95 (HEAD a186e0c)
+    ``limit`` None means nothing is stored: PD's limiter then holds 0. ``available_tokens`` and
+    ``last_update`` are an RM node's running limiter state, which is not in etcd: they show as
+    the zero values of their Go types (``0`` and ``0001-01-01T00:00:00Z``), so the shape and
+    types are PD's, every service gives the same answer, and nothing is invented.
+    PD: pkg/mcs/resourcemanager/server/service_limit.go:34-49 (HEAD a186e0c)
     """
     value = 0.0 if limit is None else limit.service_limit
     return {
         "service_limit": _go_number(value),
         "available_tokens": 0,
-        "last_update": go_time(now if now is not None else datetime.now(UTC)),
+        "last_update": GO_ZERO_TIME,
     }
 
 

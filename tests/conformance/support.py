@@ -68,7 +68,9 @@ TOKEN = "conformance-token"
 
 
 @contextmanager
-def writer_http(endpoints: list[str], root_prefix: str) -> Iterator[tuple[WriterNode, httpx.Client]]:
+def writer_http(
+    endpoints: list[str], root_prefix: str
+) -> Iterator[tuple[WriterNode, httpx.Client]]:
     """A leading LegacyAll writer served over HTTP, and a client on its API prefix that sends
     the bearer token."""
     node = WriterNode(endpoints, root_prefix, name="conformance").start()
@@ -83,11 +85,11 @@ __all__ = [
     "KVPROTO_HEAD",
     "PD_HEAD",
     "TOKEN",
-    "writer_http",
     "f_double",
     "f_len",
     "f_str",
     "f_varint",
     "ru_settings",
     "varint",
+    "writer_http",
 ]

@@ -159,9 +159,7 @@ class TestKeyspaceIdOneof:
         data = f_str(1, "v3") + f_varint(2, 1) + f_len(9, identity)
         group = decode_value(key, LAYOUT.parse(key), data)
         assert isinstance(group, ResourceGroup)
-        assert encode_settings(group) == f_str(1, "v3") + f_varint(2, 1) + f_len(
-            9, f_varint(1, 42)
-        )
+        assert encode_settings(group) == f_str(1, "v3") + f_varint(2, 1) + f_len(9, f_varint(1, 42))
 
     def test_request_body_with_keyspace_identity_is_refused_with_pds_text(self) -> None:
         """A request body's ``keyspace_id`` must be a legacy value, as PD's decoder says.
@@ -341,7 +339,9 @@ class TestReservedDefault:
 
     def test_stored_default_wins(self) -> None:
         """A stored ``default`` is served as stored."""
-        snap = build_snapshot(LAYOUT, 2, [(LAYOUT.settings("default", 7), _group("default", 3, 7), 2)])
+        snap = build_snapshot(
+            LAYOUT, 2, [(LAYOUT.settings("default", 7), _group("default", 3, 7), 2)]
+        )
         assert snap.get_group("default", 7).priority == 3  # type: ignore[union-attr]
         assert [g.priority for g in snap.list_groups(7)] == [3]
 
