@@ -272,7 +272,11 @@ class Snapshot:
         and ``7``) the one PD loads last wins.
         """
         key = self.layout.settings(name, keyspace_id)
-        value = self._resolved(KeyKind.SETTINGS, keyspace_id, name, key)
+        if self.odd_keys:
+            value = self._resolved(KeyKind.SETTINGS, keyspace_id, name, key)
+        else:  # the hot path: one lookup
+            entry = self.entries.get_fast(key)
+            value = None if entry is None else entry.value
         if isinstance(value, ResourceGroup):
             return value
         return reserved_default(keyspace_id) if name == DEFAULT_GROUP_NAME else None
