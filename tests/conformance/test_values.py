@@ -319,6 +319,26 @@ class TestLoadOrder:
         assert snap.odd_keys == frozenset()
         assert snap.get_group("g").priority == 1  # type: ignore[union-attr]
 
+    def test_replica_reads_odd_keys_as_pd(
+        self, sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
+    ) -> None:
+        """On a real etcd: ``07/g`` serves as keyspace 7's ``g``, and the null keyspace's
+        keyspace-form key overrides its legacy key, in get and list alike."""
+        prefix = layout.prefix
+        etcd_client.put(f"{prefix}keyspace/settings/07/g", _group("g", 4, 7))
+        etcd_client.put(layout.settings("n"), _group("n", 1))
+        odd = f"{prefix}keyspace/settings/{NULL}/n"
+        rev = int(etcd_client.put(odd, _group("n", 6)).header.revision)
+        replica.wait_for_revision(rev, 5)
+        assert sidecar.get(f"{API}/config/group/g?keyspace_id=7").json()["priority"] == 4
+        assert sidecar.get(f"{API}/config/group/n").json()["priority"] == 6
+        listed = sidecar.get(f"{API}/config/groups").json()
+        assert [(g["name"], g["priority"]) for g in listed] == [("default", 8), ("n", 6)]
+        etcd_client.delete(odd)
+        rev = int(etcd_client.put(layout.settings("z"), _group("z", 0)).header.revision)
+        replica.wait_for_revision(rev, 5)
+        assert sidecar.get(f"{API}/config/group/n").json()["priority"] == 1
+
 
 class TestReservedDefault:
     """``default`` shows in every keyspace even when not stored, with PD's settings.
