@@ -22,7 +22,13 @@ from pydantic import ValidationError
 from rmwatch.errors import DecodeError
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
-from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.store.models import (
+    ControllerConfig,
+    GroupStates,
+    KeyspaceIdentity,
+    ResourceGroup,
+    ServiceLimit,
+)
 
 Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 """What a metadata key decodes to."""
@@ -129,13 +135,23 @@ def decode_settings(key: str, data: bytes) -> ResourceGroup:
             raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
     fields = _message_to_dict(msg)
     fields.setdefault("mode", 0)
+    identity: KeyspaceIdentity | None = None
     if "keyspace_id" in fields:
-        fields["keyspace_id"] = fields["keyspace_id"].get("value", 0)
+        # kvproto's KeyspaceIDValue is a oneof: ``value`` (V1/V2, 0 included) or the V3
+        # ``keyspace_identity``. An empty message (no case set) reads as value 0, as Go's
+        # GetValue() does. kvproto: proto/resource_manager.proto:32-40 (HEAD b6cdca1)
+        case = fields["keyspace_id"]
+        if "keyspace_identity" in case:
+            identity = KeyspaceIdentity.model_validate(case["keyspace_identity"])
+            fields["keyspace_id"] = identity.keyspace_id
+        else:
+            fields["keyspace_id"] = case.get("value", 0)
     try:
         group = ResourceGroup.model_validate(fields)
     except ValidationError as exc:
         raise DecodeError(key, _first_error(exc)) from None
     group._wire = bytes(data)  # private attribute: allowed on a frozen model, no copy
+    group._identity = identity
     return group
 
 
@@ -146,8 +162,11 @@ def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
     if original:
         msg.ParseFromString(original)
     data = group.model_dump(mode="python", by_alias=True)
+    # Always the ``value`` case, 0 included (``4a 02 08 00``): PD writes its keyspace this way,
+    # replacing a V3 ``keyspace_identity``. A None keyspace stays absent (legacy groups).
+    # PD: pkg/mcs/resourcemanager/server/resource_group.go:325 (HEAD a186e0c)
     data["keyspace_id"] = None if group.keyspace_id is None else {"value": group.keyspace_id}
-    _apply(msg, data)
+    _apply(msg, data)  # setting ``value`` (0 too) selects its oneof case, clearing the other
     return msg.SerializeToString(deterministic=True)
 
 
@@ -241,6 +260,15 @@ def decode_value(key: str, parsed: ParsedKey, data: bytes) -> Value:
         group = decode_settings(key, data)
         if group.name != parsed.name:
             raise DecodeError(key, f"name {group.name!r} differs from the key's {parsed.name!r}")
+        if group.keyspace_identity is not None:
+            # PD takes a stored group's keyspace from its key path, whatever field 9 holds.
+            # PD: pkg/storage/endpoint/resource_group.go:58-73 (HEAD a186e0c)
+            keyspace = None if parsed.keyspace_id == NULL_KEYSPACE_ID else parsed.keyspace_id
+            if group.keyspace_id != keyspace:
+                fixed = group.model_copy(update={"keyspace_id": keyspace})
+                fixed._wire, fixed._identity = group.wire, group.keyspace_identity
+                group = fixed
+            return group
         if group.effective_keyspace_id != parsed.keyspace_id and group.keyspace_id is not None:
             raise DecodeError(
                 key,

@@ -6,7 +6,7 @@ Keys are relative to a configurable root prefix (empty by default, as in PD). Th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from rmwatch.errors import DecodeError, InvalidKeyError
@@ -28,11 +28,18 @@ class KeyKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class ParsedKey:
-    """A key split into its parts; ``name`` is None for the controller and service limits."""
+    """A key split into its parts; ``name`` is None for the controller and service limits.
+
+    ``canonical`` is False for a key PD reads but never writes: a zero-padded keyspace id
+    (``07``) or the keyspace form of the null keyspace (``keyspace/settings/4294967295/...``).
+    Such a key stands for the same group as the canonical one, so readers resolve the two by
+    PD's load order; it does not take part in equality.
+    """
 
     kind: KeyKind
     keyspace_id: int = NULL_KEYSPACE_ID
     name: str | None = None
+    canonical: bool = field(default=True, compare=False)
 
 
 def parse_keyspace_id(text: str) -> int:
@@ -45,6 +52,20 @@ def parse_keyspace_id(text: str) -> int:
     value = int(text)
     if value > NULL_KEYSPACE_ID:
         raise ValueError(f"keyspace id {value} exceeds {NULL_KEYSPACE_ID}")
+    return value
+
+
+def parse_key_keyspace_id(text: str) -> int:
+    """Parse the keyspace id inside a key as PD does: Go's ``strconv.ParseUint(text, 10, 32)``.
+
+    Unlike ``parse_keyspace_id`` (for ids we are given), leading zeros are accepted: ``07`` is
+    keyspace 7. Signs, spaces and non-ASCII digits are still refused, as ParseUint refuses them.
+    """
+    if not text.isascii() or not text.isdigit():
+        raise ValueError(f"keyspace id {text!r} is not a decimal number")
+    value = int(text)
+    if value > NULL_KEYSPACE_ID:
+        raise ValueError(f"keyspace id {text} exceeds {NULL_KEYSPACE_ID}")
     return value
 
 
@@ -125,9 +146,9 @@ class KeyLayout:
             if rest.startswith(head):
                 return ParsedKey(kind, NULL_KEYSPACE_ID, _name(text, rest[len(head) :]))
         if rest.startswith("keyspace/service_limits/"):
-            return ParsedKey(
-                KeyKind.SERVICE_LIMIT, _keyspace(text, rest[len("keyspace/service_limits/") :])
-            )
+            ks_text = rest[len("keyspace/service_limits/") :]
+            keyspace_id = _keyspace(text, ks_text)
+            return ParsedKey(KeyKind.SERVICE_LIMIT, keyspace_id, None, str(keyspace_id) == ks_text)
         for head, kind in (
             ("keyspace/settings/", KeyKind.SETTINGS),
             ("keyspace/states/", KeyKind.STATES),
@@ -136,13 +157,18 @@ class KeyLayout:
                 ks_text, sep, name = rest[len(head) :].partition("/")
                 if not sep:
                     raise InvalidKeyError(text, "missing '/' between keyspace id and group name")
-                return ParsedKey(kind, _keyspace(text, ks_text), _name(text, name))
+                keyspace_id = _keyspace(text, ks_text)
+                # PD writes the null keyspace's settings and states under the legacy keys only.
+                canonical = keyspace_id != NULL_KEYSPACE_ID and str(keyspace_id) == ks_text
+                return ParsedKey(kind, keyspace_id, _name(text, name), canonical)
         raise InvalidKeyError(text, "unknown kind of resource_group key")
 
 
 def _keyspace(key: str, text: str) -> int:
+    # PD: pkg/utils/keypath/resource_group.go:98 and pkg/storage/endpoint/resource_group.go:132
+    # parse the id with strconv.ParseUint(s, 10, 32), so a zero-padded id is the same keyspace.
     try:
-        return parse_keyspace_id(text)
+        return parse_key_keyspace_id(text)
     except ValueError as exc:
         raise InvalidKeyError(key, str(exc)) from None
 

@@ -135,7 +135,7 @@ class BackgroundSettings(_Frozen):
 
 
 class Consumption(_Frozen):
-    """RU consumption statistics."""
+    """RU consumption statistics (kvproto ``Consumption``, fields 1-13); unknown keys kept."""
 
     model_config = ConfigDict(frozen=True, extra="allow", populate_by_name=True)
 
@@ -147,15 +147,45 @@ class Consumption(_Frozen):
     sql_layer_cpu_time_ms: Double = 0.0
     kv_read_rpc_count: Double = 0.0
     kv_write_rpc_count: Double = 0.0
+    read_cross_az_traffic_bytes: Uint64 = 0
+    write_cross_az_traffic_bytes: Uint64 = 0
+    tikv_r_u_v2: Double = 0.0
+    tidb_r_u_v2: Double = 0.0
+    tiflash_r_u_v2: Double = 0.0
+
+    def plus(self, other: Consumption) -> Consumption:
+        """Field-wise sum, as PD's ``UpdateRUConsumption`` adds a states key's consumption to
+        the settings' ``RUStats`` on load (extras of ``self`` are kept, not summed)."""
+        summed = {
+            name: getattr(self, name) + getattr(other, name) for name in Consumption.model_fields
+        }
+        return self.model_copy(update=summed)
+
+
+class KeyspaceIdentity(_Frozen):
+    """apipb ``KeyspaceIdentity``: the V3 form of a keyspace id (the second oneof case)."""
+
+    namespace_id: Uint32 = 0
+    keyspace_id: Uint32 = 0
+
+
+KEYSPACE_ID_NOT_LEGACY = "keyspace_id must contain a legacy value"
+"""PD's answer to a request body whose ``keyspace_id`` is a V3 ``keyspace_identity``."""
 
 
 def _unwrap_keyspace_id(value: Any) -> Any:
-    # The protobuf JSON form is {"value": N}; plain N is accepted too.
+    # The protobuf JSON form is {"value": N} ({} is a legacy value 0); plain N is accepted too.
+    # PD refuses the V3 case in a request body.
+    # PD: pkg/mcs/resourcemanager/metadataapi/config_service.go:346-361 (HEAD a186e0c)
     if isinstance(value, dict):
         if set(value) - {"value"}:
-            raise ValueError("keyspace_id object takes only 'value'")
+            raise ValueError(KEYSPACE_ID_NOT_LEGACY)
         return value.get("value", 0)
     return value
+
+
+RAW_MODE_REFUSED = "RawMode: no implementation (PD does not implement raw-mode groups)"
+"""Why a RawMode group is refused: PD panics with ``no implementation`` on loading one."""
 
 
 class ResourceGroup(_Frozen):
@@ -175,6 +205,7 @@ class ResourceGroup(_Frozen):
     keyspace_id: Annotated[Uint32 | None, BeforeValidator(_unwrap_keyspace_id)] = None
 
     _wire: bytes | None = PrivateAttr(default=None)
+    _identity: KeyspaceIdentity | None = PrivateAttr(default=None)
 
     @field_validator("name")
     @classmethod
@@ -183,6 +214,15 @@ class ResourceGroup(_Frozen):
         if size == 0 or size > MAX_NAME_BYTES:
             raise ValueError(f"name must be 1-{MAX_NAME_BYTES} bytes, got {size}")
         return name
+
+    @field_validator("mode")
+    @classmethod
+    def _check_mode(cls, mode: GroupMode) -> GroupMode:
+        # PD: pkg/mcs/resourcemanager/server/resource_group.go:266-267 (HEAD a186e0c) panics
+        # loading a RawMode group, so one must never be stored, and a stored one is bad data.
+        if mode is GroupMode.RAW_MODE:
+            raise ValueError(RAW_MODE_REFUSED)
+        return mode
 
     @field_validator("priority")
     @classmethod
@@ -204,6 +244,15 @@ class ResourceGroup(_Frozen):
     def effective_keyspace_id(self) -> int:
         """The keyspace id, with None mapped to the null keyspace 0xFFFFFFFF."""
         return NULL_KEYSPACE_ID if self.keyspace_id is None else self.keyspace_id
+
+    @property
+    def keyspace_identity(self) -> KeyspaceIdentity | None:
+        """The V3 ``keyspace_identity`` a stored value carried in field 9, if it did.
+
+        Such a group's keyspace is the one of its key (PD takes a stored group's keyspace from
+        its key path); ``encode_settings`` writes it back as a plain ``value``, as PD does.
+        """
+        return self._identity
 
     @property
     def wire(self) -> bytes | None:

@@ -208,9 +208,10 @@ class TestGoldenBytes:
 
     def test_full_group_bytes(self) -> None:
         """Every field of a fully populated group lands on its PD field number and type."""
+        # RU mode: PD refuses RawMode groups; raw_resource_settings (field 4) is still encoded.
         group = ResourceGroup(
             name="rg",
-            mode=GroupMode.RAW_MODE,
+            mode=GroupMode.RU_MODE,
             raw_resource_settings=GroupRawResourceSettings(
                 cpu=TokenBucket(settings=TokenLimitSettings(fill_rate=1), tokens=1.5),
                 io_read=TokenBucket(settings=TokenLimitSettings(max_tokens=2.5)),
@@ -232,7 +233,7 @@ class TestGoldenBytes:
         )  # fmt: skip
         expected = (
             f_str(1, "rg")
-            + f_varint(2, 2)
+            + f_varint(2, 1)
             + f_len(
                 4,
                 f_len(1, f_len(1, f_varint(1, 1)) + f_double(2, 1.5))
@@ -346,7 +347,7 @@ _consumption = st.builds(Consumption, **dict.fromkeys(_CONSUMPTION_FIELDS, _doub
 groups = st.builds(
     ResourceGroup,
     name=_names,
-    mode=st.sampled_from(GroupMode),
+    mode=st.sampled_from([GroupMode.UNKNOWN, GroupMode.RU_MODE]),  # RawMode is refused
     r_u_settings=st.none() | st.builds(GroupRequestUnitSettings, r_u=_opt_bucket),
     raw_resource_settings=st.none()
     | st.builds(GroupRawResourceSettings, cpu=_opt_bucket, io_read=_opt_bucket,

@@ -173,17 +173,19 @@ class TestParseKeys:
         assert info.value.key == key
 
     @pytest.mark.parametrize(
-        "key",
+        ("key", "keyspace_id"),
         [
-            "resource_group/keyspace/settings/07/a",
-            "resource_group/keyspace/states/00/a",
-            "resource_group/keyspace/service_limits/007",
+            ("resource_group/keyspace/settings/07/a", 7),
+            ("resource_group/keyspace/states/00/a", 0),
+            ("resource_group/keyspace/service_limits/007", 7),
         ],
     )
-    def test_zero_padded_keyspace_rejected(self, key: str) -> None:
-        """A zero-padded id ("07") is refused so one keyspace never has two keys."""
-        with pytest.raises(InvalidKeyError, match="zero-padded"):
-            KeyLayout().parse(key)
+    def test_zero_padded_keyspace_read_as_pd_reads_it(self, key: str, keyspace_id: int) -> None:
+        """A zero-padded id ("07") is the keyspace PD's ParseUint reads (7), marked
+        non-canonical (see tests/conformance/test_values.py)."""
+        parsed = KeyLayout().parse(key)
+        assert parsed.keyspace_id == keyspace_id
+        assert parsed.canonical is False
 
     @pytest.mark.parametrize(
         "key",

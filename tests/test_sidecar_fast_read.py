@@ -54,7 +54,7 @@ def test_fast_and_routed_answers_are_identical(
         fast = sidecar.get(f"{API}/config/group/fast?{query}")
         routed = sidecar.get(f"{API}/config/group/fast?{query}&min_revision={rev}")
         _same(fast, routed)
-    assert "RUStats" in sidecar.get(f"{API}/config/group/fast?with_stats=true").json()
+    assert "ru_consumption" in sidecar.get(f"{API}/config/group/fast?with_stats=true").json()
     assert sidecar.get(f"{API}/config/group/fast?keyspace_id=7").json()["priority"] == 3
 
 

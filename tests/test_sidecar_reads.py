@@ -88,14 +88,14 @@ class TestGroups:
         response = sidecar.get(f"{API}/config/groups")
         assert response.status_code == 200
         body = response.json()
-        assert [g["name"] for g in body] == ["a", "b", "c"]
+        assert [g["name"] for g in body] == ["a", "b", "c", "default"]  # default: PD's reserved
         assert body[0]["priority"] == 3
         assert revision_of(response) == rev
 
     def test_states_and_with_stats(
         self, sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
     ) -> None:
-        """Token state comes from the states key; RUStats only with ``with_stats=true``."""
+        """Token state comes from the states key; ru_consumption only with ``with_stats=true``."""
         put_group(etcd_client, layout, "s", **RU)
         states = GroupStates(
             r_u=TokenState(tokens=42.5, last_update="2024-05-01T10:00:00Z", initialized=True),
@@ -109,11 +109,11 @@ class TestGroups:
             "last_update": "2024-05-01T10:00:00Z",
             "initialized": True,
         }
-        assert "RUStats" not in plain
+        assert "ru_consumption" not in plain
         stats = sidecar.get(f"{API}/config/group/s", params={"with_stats": "TRUE"}).json()
-        assert stats["RUStats"] == {"r_r_u": 1.5, "w_r_u": 2.0}
+        assert stats["ru_consumption"] == {"r_r_u": 1.5, "w_r_u": 2.0}
         listed = sidecar.get(f"{API}/config/groups", params={"with_stats": "true"}).json()
-        assert listed == [stats]
+        assert [g for g in listed if g["name"] != "default"] == [stats]
 
     def test_keyspace_by_name_and_by_id(
         self, sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
@@ -129,7 +129,7 @@ class TestGroups:
         assert by_name.json()["priority"] == by_id.json()["priority"] == 5
         assert null.json()["priority"] == 1
         listed = sidecar.get(f"{API}/config/groups", params={"keyspace_name": "ks1"})
-        assert [g["priority"] for g in listed.json()] == [5]
+        assert [(g["name"], g["priority"]) for g in listed.json()] == [("default", 8), ("g", 5)]
 
     def test_bad_keyspace_parameters(self, sidecar: httpx.Client) -> None:
         """An unknown keyspace_name is 404 (as PD); a malformed keyspace_id or min_revision 400."""
@@ -306,7 +306,7 @@ class TestBadData:
         assert sidecar.get(f"{API}/config/group/zz").status_code == 200
         assert sidecar.get(f"{API}/config/group/bad").status_code == 404
         names = [g["name"] for g in sidecar.get(f"{API}/config/groups").json()]
-        assert names == ["aa", "zz"]
+        assert names == ["aa", "default", "zz"]
         errors = sidecar.get("/status").json()["decode_errors"]
         assert [(e["key"], e["revision"]) for e in errors] == [(layout.settings("bad"), bad_rev)]
         assert "rmwatch_replica_bad_keys 1.0" in sidecar.get("/metrics").text

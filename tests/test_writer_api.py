@@ -155,14 +155,14 @@ class TestGroupRoutes:
         assert served.http.get("/config/group/ghost").status_code == 404
 
     def test_with_stats(self, served: Served) -> None:
-        """RUStats appears only with with_stats=true."""
+        """ru_consumption appears only with with_stats=true."""
         served.http.post("/config/group", json=group_body("g1"), headers=AUTH)
         served.node.client.put(
             served.node.layout.states("g1"), b'{"ru_consumption":{"r_r_u":1.5,"w_r_u":0}}'
         )
-        assert "RUStats" not in served.http.get("/config/group/g1").json()
+        assert "ru_consumption" not in served.http.get("/config/group/g1").json()
         got = served.http.get("/config/group/g1", params={"with_stats": "true"}).json()
-        assert got["RUStats"] == {"r_r_u": 1.5}
+        assert got["ru_consumption"] == {"r_r_u": 1.5}
 
     def test_list_and_keyspace_name(self, served: Served) -> None:
         """keyspace_name resolves through keyspaces/id/{name}; unknown names are 404."""
@@ -223,8 +223,8 @@ class TestConfigRoutes:
         assert raw_get(served.node.client, key) == (b"100", int(r.headers["X-Revision"]))
         assert served.http.get("/config/keyspace/service-limit").json() == {
             "service_limit": 100,
-            "available_tokens": None,
-            "last_update": None,
+            "available_tokens": 0,
+            "last_update": "0001-01-01T00:00:00Z",
         }
         served.node.client.put(f"{served.node.layout.root_prefix}keyspaces/id/ks2", b"9")
         r = served.http.post("/config/keyspace/service-limit/ks2", json={"service_limit": 2.5},
@@ -232,8 +232,8 @@ class TestConfigRoutes:
         assert r.status_code == 200
         assert served.http.get("/config/keyspace/service-limit/ks2").json() == {
             "service_limit": 2.5,
-            "available_tokens": None,
-            "last_update": None,
+            "available_tokens": 0,
+            "last_update": "0001-01-01T00:00:00Z",
         }
         r = served.http.post("/config/keyspace/service-limit/ks2", json={"service_limit": -1},
                              headers=AUTH)  # fmt: skip

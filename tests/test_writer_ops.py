@@ -229,7 +229,7 @@ class TestModify:
         """Changing the mode is refused, naming the field."""
         node.writer.add_group(ru_group("g1"))
         with pytest.raises(InvalidInputError, match="mode"):
-            node.writer.modify_group(ResourceGroup(name="g1", mode=2))
+            node.writer.modify_group(ResourceGroup(name="g1", mode=0))
 
     def test_concurrent_cas_one_wins(self, node: WriterNode) -> None:
         """Eight modifies with the same expected_revision: exactly one wins, seven get 409."""

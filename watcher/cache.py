@@ -19,12 +19,20 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 from typing import Generic, NamedTuple, TypeVar
 
 from rmwatch.errors import DecodeError, InvalidKeyError
 from rmwatch.store.codec import Value, decode_value
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
-from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.store.models import (
+    DEFAULT_GROUP_NAME,
+    ControllerConfig,
+    GroupStates,
+    ResourceGroup,
+    ServiceLimit,
+    default_group,
+)
 from rmwatch.watcher.overlay import TOMBSTONE, Overlay
 
 T = TypeVar("T")
@@ -212,6 +220,10 @@ class Snapshot:
     # proven equal to etcd at a newer revision is relabelled (Replica.request_revision), and
     # events in (events_through, revision] then have no net effect on it.
     events_through: int = 0
+    # Keys PD reads but never writes (``ParsedKey.canonical`` False: a zero-padded keyspace id,
+    # the keyspace form of a null-keyspace group). Almost always empty, so a read costs one
+    # extra truth test; when not, reads resolve a group's keys in PD's load order.
+    odd_keys: frozenset[str] = frozenset()
     _memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
@@ -225,20 +237,54 @@ class Snapshot:
         entry = self.entries.get_fast(key)
         return None if entry is None else entry.value
 
+    def _resolved(
+        self, kind: KeyKind, keyspace_id: int, name: str | None, key: str
+    ) -> Value | None:
+        # The value PD ends up with when several keys name one group (or one service limit):
+        # it loads the legacy prefix, then the keyspace prefix in key order, and a later good
+        # value replaces an earlier one (a bad one is skipped).
+        # PD: pkg/storage/endpoint/resource_group.go:58-73 (HEAD a186e0c)
+        if not self.odd_keys:
+            return self._value(key)
+        keys = [key]
+        for odd in self.odd_keys:
+            entry = self.entries.get_fast(odd)
+            parsed = entry.parsed if entry is not None else None
+            if (
+                parsed is not None
+                and parsed.kind is kind
+                and parsed.keyspace_id == keyspace_id
+                and parsed.name == name
+            ):
+                keys.append(odd)
+        keyspace_prefix = self.layout.prefix + "keyspace/"
+        keys.sort(key=lambda k: (k.startswith(keyspace_prefix), k))
+        for candidate in reversed(keys):
+            value = self._value(candidate)
+            if value is not None:
+                return value
+        return None
+
     def get_group(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> ResourceGroup | None:
-        """A group's settings. For the null keyspace the legacy key wins; the keyspace-form key
-        ``keyspace/settings/4294967295/{name}`` is the fallback (PD writes only the legacy one).
+        """A group's settings; ``default`` in every keyspace, stored or not (as PD shows it).
+
+        Among keys naming one group (the null keyspace's legacy and keyspace-form keys, ``07``
+        and ``7``) the one PD loads last wins.
         """
-        value = self._value(self.layout.settings(name, keyspace_id))
-        if value is None and keyspace_id == NULL_KEYSPACE_ID:
-            value = self._value(f"{self.layout.prefix}keyspace/settings/{keyspace_id}/{name}")
-        return value if isinstance(value, ResourceGroup) else None
+        key = self.layout.settings(name, keyspace_id)
+        if self.odd_keys:
+            value = self._resolved(KeyKind.SETTINGS, keyspace_id, name, key)
+        else:  # the hot path: one lookup
+            entry = self.entries.get_fast(key)
+            value = None if entry is None else entry.value
+        if isinstance(value, ResourceGroup):
+            return value
+        return reserved_default(keyspace_id) if name == DEFAULT_GROUP_NAME else None
 
     def get_states(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> GroupStates | None:
         """A group's running states, with the same precedence as ``get_group``."""
-        value = self._value(self.layout.states(name, keyspace_id))
-        if value is None and keyspace_id == NULL_KEYSPACE_ID:
-            value = self._value(f"{self.layout.prefix}keyspace/states/{keyspace_id}/{name}")
+        key = self.layout.states(name, keyspace_id)
+        value = self._resolved(KeyKind.STATES, keyspace_id, name, key)
         return value if isinstance(value, GroupStates) else None
 
     def list_groups(self, keyspace_id: int = NULL_KEYSPACE_ID) -> tuple[ResourceGroup, ...]:
@@ -246,7 +292,8 @@ class Snapshot:
         return self._memoized(("groups", keyspace_id), lambda: self._collect(keyspace_id))
 
     def _collect(self, keyspace_id: int) -> tuple[ResourceGroup, ...]:
-        found: dict[str, tuple[bool, ResourceGroup]] = {}
+        # Per name, the key PD loads last wins (see ``_resolved``); ``default`` always shows.
+        found: dict[str, tuple[tuple[bool, str], ResourceGroup]] = {}
         keyspace_prefix = self.layout.prefix + "keyspace/"
         for entry in self.entries.values():
             parsed = entry.parsed
@@ -259,11 +306,13 @@ class Snapshot:
             value = entry.value
             if not isinstance(value, ResourceGroup):
                 continue
-            legacy = not entry.key.startswith(keyspace_prefix)
+            rank = (entry.key.startswith(keyspace_prefix), entry.key)
             current = found.get(value.name)
-            if current is None or (legacy and not current[0]):
-                found[value.name] = (legacy, value)
-        return tuple(found[name][1] for name in sorted(found))
+            if current is None or rank > current[0]:
+                found[value.name] = (rank, value)
+        groups = {name: item[1] for name, item in found.items()}
+        groups.setdefault(DEFAULT_GROUP_NAME, reserved_default(keyspace_id))
+        return tuple(groups[name] for name in sorted(groups))
 
     def controller(self) -> ControllerConfig:
         """The controller config; PD's defaults when none is stored (as PD's RM does)."""
@@ -272,7 +321,8 @@ class Snapshot:
 
     def service_limit(self, keyspace_id: int = NULL_KEYSPACE_ID) -> ServiceLimit | None:
         """A keyspace's service limit, if set."""
-        value = self._value(self.layout.service_limit(keyspace_id))
+        key = self.layout.service_limit(keyspace_id)
+        value = self._resolved(KeyKind.SERVICE_LIMIT, keyspace_id, None, key)
         return value if isinstance(value, ServiceLimit) else None
 
     def _memoized(self, key: object, build: object) -> tuple[ResourceGroup, ...]:
@@ -288,6 +338,21 @@ class Snapshot:
     def raw_items(self) -> dict[str, tuple[bytes, int]]:
         """``key → (value bytes, mod_revision)``: what etcd holds, for diffs and digests."""
         return {key: (e.raw, e.mod_revision) for key, e in self.entries.items()}
+
+
+@lru_cache(maxsize=4096)
+def reserved_default(keyspace_id: int) -> ResourceGroup:
+    """The ``default`` group PD shows in a keyspace where none is stored (one shared, frozen
+    instance per keyspace): fill_rate 2147483647, burst_limit -1, priority 8.
+    PD: pkg/mcs/resourcemanager/server/keyspace_manager.go:229-242, manager.go:299-311
+    (HEAD a186e0c)
+    """
+    return default_group(keyspace_id)
+
+
+def _is_odd(entry: Entry) -> bool:
+    parsed = entry.parsed
+    return parsed is not None and not parsed.canonical
 
 
 # ---- building the next snapshot ------------------------------------------------------------
@@ -313,7 +378,8 @@ def build_snapshot(
                 entries[key] = before
             else:
                 entries[key] = make_entry(layout, key, raw, mod_revision)
-    return Snapshot(layout, revision, Overlay(entries))
+    odd = frozenset(key for key, entry in entries.items() if _is_odd(entry))
+    return Snapshot(layout, revision, Overlay(entries), odd_keys=odd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +399,7 @@ def apply_changes(
     updates: dict[str, Entry | object] = {}
     events: list[ChangeEvent] = []
     current = snapshot.entries
+    odd = snapshot.odd_keys
     for change in changes:
         previous = updates.get(change.key)
         if previous is None:
@@ -340,6 +407,8 @@ def apply_changes(
         prev_entry = previous if isinstance(previous, Entry) else None
         if change.value is None:
             updates[change.key] = TOMBSTONE
+            if change.key in odd:
+                odd = odd - {change.key}
             parsed = prev_entry.parsed if prev_entry is not None else None
             events.append(
                 ChangeEvent(
@@ -349,13 +418,15 @@ def apply_changes(
             continue
         entry = make_entry(layout, change.key, change.value, change.revision)
         updates[change.key] = entry
+        if _is_odd(entry) and change.key not in odd:
+            odd = odd | {change.key}
         events.append(
             ChangeEvent(
                 ChangeKind.PUT, change.key, change.revision, entry.parsed, entry, prev_entry, source
             )
         )
     entries = current.updated(updates)  # type: ignore[arg-type]
-    return Snapshot(layout, revision, entries), events
+    return Snapshot(layout, revision, entries, odd_keys=odd), events
 
 
 def diff_snapshots(old: Snapshot, new: Snapshot) -> list[ChangeEvent]:

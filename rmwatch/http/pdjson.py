@@ -1,15 +1,23 @@
 """PD's HTTP JSON shapes for groups, service limits and the controller: pure functions, no I/O.
 
 The writer's API and the replica's sidecar both answer PD's routes, so both build their bodies
-here. PD serializes its server-side ``ResourceGroup`` with Go's encoding/json:
+here, and one request gets one answer from either. PD serializes its REST ``ResourceGroup``
+(pkg/mcs/resourcemanager/server/resource_group.go:39-50) with Go's encoding/json, after loading
+the stored settings (``FromProtoResourceGroup``) and applying the states key (``setState``):
 
-- ``name``, ``mode``, ``priority`` always; ``r_u_settings``, ``raw_resource_settings``,
-  ``runaway_settings``, ``background_settings`` only when set (pointers with omitempty);
-- protobuf scalars with gogoproto's ``omitempty``: zero values are left out
-  (``fill_rate`` 0, ``burst_limit`` 0, ``max_tokens`` 0 ...), present-but-empty messages stay;
-- each bucket carries ``state`` from the group's states key: ``tokens`` and ``last_update``
-  only when set, ``initialized`` always (a plain bool without omitempty);
-- ``RUStats`` only when asked for (``with_stats=true``).
+- ``name``, ``mode``, ``priority`` always; ``runaway_settings``, ``background_settings`` when
+  set; ``raw_resource_settings`` never (PD's REST struct has no such field);
+- ``r_u_settings`` for every RU-mode group, with ``r_u`` always (an empty bucket when the
+  stored group has none): ``{"r_u":{"state":{"initialized":false}}}``;
+- protobuf scalars with gogoproto's ``omitempty``: zero values are left out (``fill_rate`` 0,
+  ``burst_limit`` 0 ...), present-but-empty messages stay;
+- each bucket's ``state``: from the states key when it has ``r_u``, else the ``tokens`` kept in
+  the settings' ``TokenBucket``; ``tokens`` and ``last_update`` only when set, ``initialized``
+  always;
+- ``ru_consumption`` with ``with_stats=true`` only, then always (at least ``{}``): the settings'
+  ``RUStats`` plus the states key's ``ru_consumption``, as PD adds them on load.
+
+Floats that are whole numbers go out as JSON integers, as Go prints float64 ``100`` as ``100``.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from typing import Any
 from rmwatch.store.models import (
     Consumption,
     ControllerConfig,
+    GroupMode,
     GroupStates,
     ResourceGroup,
     ServiceLimit,
@@ -26,13 +35,30 @@ from rmwatch.store.models import (
     TokenState,
 )
 
-__all__ = ["controller_json", "group_json", "omit_zero", "service_limit_json"]
+__all__ = [
+    "GO_ZERO_TIME",
+    "consumption_json",
+    "controller_json",
+    "group_json",
+    "omit_zero",
+    "service_limit_json",
+]
+
+_GO_INT_RANGE = 1e21  # Go's encoding/json switches to exponent form at 1e21
+
+
+def _go_number(value: Any) -> Any:
+    # Go's encoding/json prints a whole float64 without a fraction ("100", not "100.0").
+    if isinstance(value, float) and value.is_integer() and abs(value) < _GO_INT_RANGE:
+        return int(value)
+    return value
 
 
 def omit_zero(value: Any) -> Any:
     """Drop zero scalars (0, 0.0, "", False, None, empty lists) from dicts, recursively.
 
-    Nested dicts stay even when they end up empty: a set pointer is emitted by Go.
+    Nested dicts stay even when they end up empty: a set pointer is emitted by Go. Whole
+    floats become ints (Go prints ``1``, not ``1.0``).
     """
     if isinstance(value, dict):
         out = {}
@@ -40,35 +66,54 @@ def omit_zero(value: Any) -> Any:
             if isinstance(item, dict):
                 out[key] = omit_zero(item)
             elif item not in (None, 0, 0.0, "", False) and item not in ([], ()):
-                out[key] = list(item) if isinstance(item, tuple) else item
+                out[key] = list(item) if isinstance(item, tuple) else _go_number(item)
         return out
     return value
 
 
-def _state(state: TokenState | None) -> dict[str, Any]:
+def _state(tokens: float, state: TokenState | None) -> dict[str, Any]:
+    # PD: pkg/mcs/resourcemanager/server/token_buckets.go:131-135 (HEAD a186e0c): a states
+    # key's r_u replaces tokens, last_update and initialized together.
     out: dict[str, Any] = {}
-    if state is not None and state.tokens:
-        out["tokens"] = state.tokens
+    if state is not None:
+        tokens = state.tokens or 0.0
+    if tokens:
+        out["tokens"] = _go_number(tokens)
     if state is not None and state.last_update:
         out["last_update"] = state.last_update
     out["initialized"] = bool(state.initialized) if state is not None else False
     return out
 
 
-def _bucket(bucket: TokenBucket, state: TokenState | None) -> dict[str, Any]:
+def _bucket(bucket: TokenBucket | None, state: TokenState | None) -> dict[str, Any]:
+    # PD: token_buckets.go:409-423: without settings the bucket is empty (its tokens dropped).
     out: dict[str, Any] = {}
-    if bucket.settings is not None:
+    tokens = 0.0
+    if bucket is not None and bucket.settings is not None:
         out["settings"] = omit_zero(bucket.settings.model_dump(mode="json"))
-    out["state"] = _state(state)
+        tokens = bucket.tokens
+    out["state"] = _state(tokens, state)
     return out
 
 
-def _stats(group: ResourceGroup, states: GroupStates | None) -> dict[str, Any] | None:
-    # PD keeps consumption in the states key; the settings' own RUStats is the fallback.
-    consumption: Consumption | None = states.ru_consumption if states is not None else None
-    if consumption is None:
-        consumption = group.ru_stats
-    return None if consumption is None else omit_zero(consumption.model_dump(mode="json"))
+def consumption_json(consumption: Consumption) -> dict[str, Any]:
+    """A ``Consumption`` as Go's encoding/json writes kvproto's struct: known fields only,
+    zeros omitted (``{}`` when nothing was consumed)."""
+    known: dict[str, Any] = omit_zero(
+        consumption.model_dump(mode="json", include=set(Consumption.model_fields))
+    )
+    return known
+
+
+def _stats(group: ResourceGroup, states: GroupStates | None) -> dict[str, Any]:
+    # PD: resource_group.go:254-265 starts from the settings' RUStats (RU mode only, else {});
+    # states keys add theirs (resource_group.go:385-386, 394-411).
+    if group.mode is not GroupMode.RU_MODE:
+        return {}
+    total = group.ru_stats if group.ru_stats is not None else Consumption()
+    if states is not None and states.ru_consumption is not None:
+        total = total.plus(states.ru_consumption)
+    return consumption_json(total)
 
 
 def group_json(
@@ -76,40 +121,41 @@ def group_json(
 ) -> dict[str, Any]:
     """A group as PD's ``GET config/group/{name}`` answers it."""
     out: dict[str, Any] = {"name": group.name, "mode": int(group.mode)}
-    ru_state = states.r_u if states is not None else None
-    if group.r_u_settings is not None:
-        ru = group.r_u_settings.r_u
-        out["r_u_settings"] = {"r_u": _bucket(ru, ru_state)} if ru is not None else {}
-    if group.raw_resource_settings is not None:
-        raw = group.raw_resource_settings
-        out["raw_resource_settings"] = {
-            part: _bucket(bucket, None)
-            for part in ("cpu", "io_read", "io_write")
-            if (bucket := getattr(raw, part)) is not None
-        }
+    if group.mode is GroupMode.RU_MODE:
+        # PD: resource_group.go:256-262: an RU group always has RU settings and a bucket.
+        settings = group.r_u_settings
+        bucket = settings.r_u if settings is not None else None
+        ru_state = states.r_u if states is not None else None
+        out["r_u_settings"] = {"r_u": _bucket(bucket, ru_state)}
     out["priority"] = group.priority
     if group.runaway_settings is not None:
         out["runaway_settings"] = omit_zero(group.runaway_settings.model_dump(mode="json"))
     if group.background_settings is not None:
         out["background_settings"] = omit_zero(group.background_settings.model_dump(mode="json"))
     if with_stats:
-        stats = _stats(group, states)
-        if stats is not None:
-            out["RUStats"] = stats
+        out["ru_consumption"] = _stats(group, states)
     return out
 
 
-def service_limit_json(limit: ServiceLimit) -> dict[str, Any]:
+GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+"""Go's zero ``time.Time`` as encoding/json writes it."""
+
+
+def service_limit_json(limit: ServiceLimit | None) -> dict[str, Any]:
     """PD's service-limit GET body: ``{"service_limit", "available_tokens", "last_update"}``.
 
-    The running ``available_tokens`` and ``last_update`` live in an RM node's limiter, not in
-    etcd: they are ``null`` rather than invented (Go's decoder leaves a float64 or a time.Time
-    at its zero value on ``null``, so PD's clients read the shape unchanged).
+    ``limit`` None means nothing is stored: PD's limiter then holds 0. ``available_tokens`` and
+    ``last_update`` are an RM node's running limiter state, which is not in etcd: they show as
+    the zero values of their Go types (``0`` and ``0001-01-01T00:00:00Z``), so the shape and
+    types are PD's, every service gives the same answer, and nothing is invented.
+    PD: pkg/mcs/resourcemanager/server/service_limit.go:34-49 (HEAD a186e0c)
     """
-    value = limit.service_limit
-    # Go prints float64 100 as ``100``: integral values go out as JSON integers.
-    number: float | int = int(value) if value.is_integer() and abs(value) < 1e21 else value
-    return {"service_limit": number, "available_tokens": None, "last_update": None}
+    value = 0.0 if limit is None else limit.service_limit
+    return {
+        "service_limit": _go_number(value),
+        "available_tokens": 0,
+        "last_update": GO_ZERO_TIME,
+    }
 
 
 def controller_json(config: ControllerConfig) -> dict[str, Any]:
