@@ -99,7 +99,8 @@ class TestReads:
         assert trailer(exc.value) is not None
 
     def test_list_sorted_with_stats(self, replica: Replica, served: Served, writer: Writer) -> None:
-        """List is sorted by name; with_ru_stats adds RUStats (the states' consumption)."""
+        """List is sorted by name and, as PD's, always holds the reserved ``default``;
+        with_ru_stats adds RUStats (the states' consumption)."""
         _, channel, _ = served
         writer.add_group(_group("b"))
         writer.add_group(_group("a"))
@@ -109,7 +110,7 @@ class TestReads:
         replica.wait_for_revision(revision, 5)
         stub = rm_stub(channel)
         plain = stub.ListResourceGroups(pb.ListResourceGroupsRequest())
-        assert [g.name for g in plain.groups] == ["a", "b"]
+        assert [g.name for g in plain.groups] == ["a", "b", "default"]
         assert not any(g.HasField("RUStats") for g in plain.groups)
         stats, call = stub.ListResourceGroups.with_call(
             pb.ListResourceGroupsRequest(with_ru_stats=True)
@@ -140,7 +141,7 @@ class TestReads:
         listed = stub.ListResourceGroups(
             pb.ListResourceGroupsRequest(keyspace_id=pb.KeyspaceIDValue(value=7))
         )
-        assert [g.name for g in listed.groups] == ["ks"]
+        assert [g.name for g in listed.groups] == ["default", "ks"]  # default in every keyspace
 
 
 class TestMinRevision:
