@@ -16,14 +16,20 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from harness import EtcdMember, free_ports, make_client, wait_until
+from pydantic import SecretStr
 
+from rmwatch.cli.etcd_auth import replica_grants, writer_grants
 from rmwatch.cli.main import build_parser
 from rmwatch.cli.replica import settings_from_args as replica_settings
 from rmwatch.cli.writer import settings_from_args as writer_settings
 from rmwatch.store._pb import resource_manager_pb2 as pb
+from rmwatch.store.etcd import EtcdConfig, connect
+from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import KeyspaceResolver, read_cluster_id
 
 REPO = Path(__file__).resolve().parent.parent
 API = "/resource-manager/api/v1"
@@ -228,3 +234,54 @@ class TestLayoutFlags:
         assert named.rm_prefix() == "/x/"
         with pytest.raises(ValueError, match="cluster_id"):
             settings_from_args(parse([kind, "--cluster-id", "0"]))
+
+
+class TestAuthGrants:
+    """``etcd-setup-auth`` grants exactly what PD's layout needs, and no more."""
+
+    def test_grants_name_pds_keys(self) -> None:
+        """Both users read ``/pd/cluster_id`` (that one key) and the cluster's keyspace index;
+        the RM keys are at the root; without a cluster id there is no index grant."""
+        layout = KeyLayout(cluster_id=CLUSTER_ID)
+        index = f"/pd/{CLUSTER_ID}/keyspaces/id/".encode()
+        for grants in (writer_grants(layout), replica_grants(layout)):
+            ranges = {(g.permission().key, g.permission().range_end) for g in grants}
+            assert (b"/pd/cluster_id", b"") in ranges
+            assert (index, index[:-1] + b"0") in ranges  # the prefix: "/" + 1 == "0"
+            assert (b"resource_group/", b"resource_group0") in ranges
+        unknown = writer_grants(KeyLayout())
+        assert not any(b"keyspaces" in g.permission().key for g in unknown)
+
+    def test_least_privileged_users_resolve_names(
+        self, etcd_member: EtcdMember, tmp_path: Path
+    ) -> None:
+        """Set up on a PD-shaped etcd (the cluster id read from ``/pd/cluster_id``), then auth
+        on: the replica and writer users read the cluster id and resolve a keyspace name, and
+        may read nothing else of PD's."""
+        with make_client([etcd_member.endpoint]) as etcd:
+            shape_as_pd(etcd)
+            etcd.put("/pd/other", b"x")
+        secrets = {}
+        for who in ("root", "writer", "replica"):
+            path = tmp_path / who
+            path.write_text(f"{who}-Pa55\n")
+            secrets[who] = path
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RMWATCH_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "rmwatch", "etcd-setup-auth", "--etcd", etcd_member.endpoint,
+             "--writer-password-file", str(secrets["writer"]),
+             "--replica-password-file", str(secrets["replica"]),
+             "--root-password-file", str(secrets["root"]), "--enable-auth"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, env=env, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        for user in ("rmwatch-writer", "rmwatch-replica"):
+            password = SecretStr(secrets[user.removeprefix("rmwatch-")].read_text().strip())
+            config = EtcdConfig.parse(etcd_member.endpoint, timeout=3.0, user=user,
+                                      password=password)  # fmt: skip
+            with connect(config) as client:
+                assert read_cluster_id(client) == CLUSTER_ID
+                assert KeyspaceResolver(client, KeyLayout()).resolve("ks1") == 1
+                with pytest.raises(grpc.RpcError) as denied:
+                    client.get("/pd/other")
+                assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
