@@ -170,6 +170,8 @@ class KeyspaceResolver:
         return self._cluster_id
 
     def _index_prefix(self) -> str | None:
+        """PD's index prefix, or None while no cluster id is known. No lock: two threads
+        finding the id at once both read the same key and store the same value."""
         if self._cluster_id is None:
             found = read_cluster_id(self._client, deadline=self._deadline)
             if found is None:
