@@ -1,7 +1,16 @@
 """PD's etcd key layout for resource-manager metadata, and parsing keys back.
 
-Keys are relative to a configurable root prefix (empty by default, as in PD). The null keyspace
-(0xFFFFFFFF) uses the legacy keys for settings and states, but not for service limits.
+Two kinds of keys, placed as PD places them:
+
+- the RM keys (``resource_group/...``) sit at the etcd root on a PD cluster. ``KeyLayout``
+  builds them under an optional root prefix of our own (empty by default), which exists only
+  to share one etcd between test clusters; rmwatch's writer leader key sits beside them.
+- PD's own keys are absolute and never take that prefix: the cluster id at
+  ``/pd/cluster_id`` (8 bytes, big-endian uint64) and the keyspace-name index at
+  ``/pd/{cluster_id}/keyspaces/id/{name}`` (the id as decimal text).
+
+The null keyspace (0xFFFFFFFF) uses the legacy keys for settings and states, but not for
+service limits.
 """
 
 from __future__ import annotations
@@ -15,6 +24,11 @@ NULL_KEYSPACE_ID = 0xFFFFFFFF
 """The null keyspace: groups that belong to no keyspace (PD's constant.NullKeyspaceID)."""
 
 _ROOT = "resource_group/"
+
+CLUSTER_ID_KEY = "/pd/cluster_id"
+"""Where PD keeps its cluster id: absolute, 8 bytes, big-endian uint64 (PD's ClusterIDPath)."""
+
+_MAX_UINT64 = 2**64 - 1
 
 
 class KeyKind(StrEnum):
@@ -77,6 +91,35 @@ def parse_keyspace_index(key: str, data: bytes) -> int:
         raise DecodeError(key, str(exc)) from None
 
 
+def check_cluster_id(cluster_id: int) -> int:
+    """``cluster_id`` if it is a cluster id PD can have (1 .. 2**64 - 1; PD reads 0 as
+    "not set"), else ValueError."""
+    if not 0 < cluster_id <= _MAX_UINT64:
+        raise ValueError(f"cluster id {cluster_id} is not in 1..{_MAX_UINT64}")
+    return cluster_id
+
+
+def encode_cluster_id(cluster_id: int) -> bytes:
+    """The value PD stores at ``/pd/cluster_id``: 8 bytes, big-endian."""
+    return check_cluster_id(cluster_id).to_bytes(8, "big")
+
+
+def decode_cluster_id(data: bytes) -> int:
+    """The cluster id in a ``/pd/cluster_id`` value; DecodeError naming the key if it is not
+    PD's 8 big-endian bytes of a non-zero id."""
+    if len(data) != 8:
+        raise DecodeError(CLUSTER_ID_KEY, f"{len(data)} bytes, PD stores 8 (big-endian uint64)")
+    value = int.from_bytes(data, "big")
+    if value == 0:
+        raise DecodeError(CLUSTER_ID_KEY, "cluster id 0 (PD's value for not set)")
+    return value
+
+
+def keyspace_index_prefix(cluster_id: int) -> str:
+    """PD's keyspace-name index of cluster ``cluster_id``: ``/pd/{cluster_id}/keyspaces/id/``."""
+    return f"/pd/{check_cluster_id(cluster_id)}/keyspaces/id/"
+
+
 def normalize_root_prefix(root_prefix: str) -> str:
     """Return the root prefix with a trailing ``/`` when non-empty (PD joins with a slash)."""
     if root_prefix and not root_prefix.endswith("/"):
@@ -85,12 +128,21 @@ def normalize_root_prefix(root_prefix: str) -> str:
 
 
 class KeyLayout:
-    """Builds and parses every metadata key under one root prefix."""
+    """Builds and parses every RM metadata key under one root prefix, and names PD's
+    keyspace index of one cluster.
 
-    __slots__ = ("_controller", "_prefix", "root_prefix")
+    Args:
+        root_prefix: prefix of the RM keys and of rmwatch's leader key only; empty (the
+            etcd root) on a PD cluster.
+        cluster_id: PD's cluster id, which places the keyspace-name index; None when not
+            known yet (``rmwatch.store.keyspaces`` then reads ``/pd/cluster_id``).
+    """
 
-    def __init__(self, root_prefix: str = "") -> None:
+    __slots__ = ("_controller", "_prefix", "cluster_id", "root_prefix")
+
+    def __init__(self, root_prefix: str = "", *, cluster_id: int | None = None) -> None:
         self.root_prefix = normalize_root_prefix(root_prefix)
+        self.cluster_id = None if cluster_id is None else check_cluster_id(cluster_id)
         self._prefix = self.root_prefix + _ROOT
         self._controller = self._prefix + "controller"
 
@@ -120,8 +172,11 @@ class KeyLayout:
         return f"{self._prefix}keyspace/service_limits/{keyspace_id}"
 
     def keyspace_index(self, name: str) -> str:
-        """PD's keyspace name → id index key (outside ``resource_group/``; decimal id value)."""
-        return f"{self.root_prefix}keyspaces/id/{name}"
+        """PD's keyspace name → id index key ``/pd/{cluster_id}/keyspaces/id/{name}``
+        (absolute: no root prefix; decimal id value); ValueError without a cluster id."""
+        if self.cluster_id is None:
+            raise ValueError("the keyspace index key needs the cluster id (none given)")
+        return keyspace_index_prefix(self.cluster_id) + name
 
     def key_for(self, parsed: ParsedKey) -> str:
         """The key a ParsedKey came from (inverse of ``parse``)."""

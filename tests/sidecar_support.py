@@ -16,6 +16,7 @@ import pyetcd
 import pytest
 import uvicorn
 from harness import free_port
+from writer_support import cluster_id_for, delete_keyspace_index
 
 from rmwatch.http.pd import PREFIX
 from rmwatch.http.sidecar_app import create_sidecar_app
@@ -60,9 +61,12 @@ def running_replica(endpoints: list[str], root_prefix: str, **kwargs: Any) -> It
 
 
 @pytest.fixture
-def layout(root_prefix: str) -> KeyLayout:
-    """The key layout of this test's unique root prefix."""
-    return KeyLayout(root_prefix)
+def layout(root_prefix: str, etcd_client: pyetcd.MultiEndpointEtcd3Client) -> Iterator[KeyLayout]:
+    """The key layout of this test's unique root prefix and cluster id (its keyspace index
+    deleted afterwards)."""
+    item = KeyLayout(root_prefix, cluster_id=cluster_id_for(root_prefix))
+    yield item
+    delete_keyspace_index(etcd_client, item)
 
 
 @pytest.fixture
@@ -90,7 +94,8 @@ def sidecar(
 
 
 def put_keyspace(client: Any, layout: KeyLayout, name: str, keyspace_id: int) -> int:
-    """Create PD's keyspace index entry ``keyspaces/id/{name}`` → id; return the revision."""
+    """Create PD's keyspace index entry ``/pd/{cluster_id}/keyspaces/id/{name}`` → id; return
+    the revision."""
     return int(client.put(layout.keyspace_index(name), str(keyspace_id)).header.revision)
 
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
-from harness import free_ports
+from harness import free_ports, make_client
 from process_support import descendants, wait_gone
 
 API = "/resource-manager/api/v1"
@@ -94,6 +94,17 @@ class TestDev:
             default = httpx.get(f"{replica.group(1)}{API}/config/group/default", timeout=10)
             assert default.json()["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 2147483647
             assert httpx.get(f"{replica.group(1)}/status", timeout=10).json()["state"] == "SERVING"
+            # The etcd is PD-shaped: a keyspace put into PD's index under the printed cluster
+            # id resolves by name at once.
+            cluster = re.search(r"PD cluster id (\d+)", dev.banner)
+            etcd = re.search(r"etcd\s+http://(\S+)", dev.banner)
+            assert cluster is not None
+            assert etcd is not None
+            with make_client([etcd.group(1)]) as client:
+                client.put(f"/pd/{cluster.group(1)}/keyspaces/id/ks1", b"1")
+            in_keyspace = httpx.post(f"{writer.group(1)}{API}/config/group", json=body,
+                                     params={"keyspace_name": "ks1"}, timeout=10)  # fmt: skip
+            assert in_keyspace.status_code == 200, in_keyspace.text
             dev.proc.send_signal(signal.SIGINT)
             out, _ = dev.proc.communicate(timeout=30)
             assert dev.proc.returncode == 0

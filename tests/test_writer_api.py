@@ -165,8 +165,9 @@ class TestGroupRoutes:
         assert got["ru_consumption"] == {"r_r_u": 1.5}
 
     def test_list_and_keyspace_name(self, served: Served) -> None:
-        """keyspace_name resolves through keyspaces/id/{name}; unknown names are 404."""
-        served.node.client.put(f"{served.node.layout.root_prefix}keyspaces/id/ks1", b"7")
+        """keyspace_name resolves through /pd/{cluster_id}/keyspaces/id/{name}; unknown names
+        are 404."""
+        served.node.client.put(served.node.layout.keyspace_index("ks1"), b"7")
         r = served.http.post(
             "/config/group", params={"keyspace_name": "ks1"}, json=group_body("g1"), headers=AUTH
         )
@@ -226,7 +227,7 @@ class TestConfigRoutes:
             "available_tokens": 0,
             "last_update": "0001-01-01T00:00:00Z",
         }
-        served.node.client.put(f"{served.node.layout.root_prefix}keyspaces/id/ks2", b"9")
+        served.node.client.put(served.node.layout.keyspace_index("ks2"), b"9")
         r = served.http.post("/config/keyspace/service-limit/ks2", json={"service_limit": 2.5},
                              headers=AUTH)  # fmt: skip
         assert r.status_code == 200

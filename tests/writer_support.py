@@ -5,6 +5,7 @@ Not a conftest (that file belongs to the harness owner): test modules import the
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import threading
 import time
@@ -29,6 +30,20 @@ TEST_TTL = 2.0
 TEST_POLL = 0.05
 
 
+def cluster_id_for(root_prefix: str) -> int:
+    """A PD cluster id of this test's own: PD's keyspace index is absolute
+    (``/pd/{cluster_id}/keyspaces/id/``), so tests sharing one etcd keep their indexes apart
+    by cluster id, as their RM keys by root prefix."""
+    digest = hashlib.blake2b(root_prefix.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") or 1
+
+
+def delete_keyspace_index(client: pyetcd.MultiEndpointEtcd3Client, layout: KeyLayout) -> None:
+    """Delete the test's keyspace index (``/pd/{cluster_id}/``), outside its root prefix."""
+    if layout.cluster_id is not None:
+        client.delete_prefix(f"/pd/{layout.cluster_id}/")
+
+
 class WriterNode:
     """One writer: its own etcd client, leadership and Writer, optionally an HTTP server."""
 
@@ -47,7 +62,7 @@ class WriterNode:
         self.port = port or free_port()
         self.address = f"http://127.0.0.1:{self.port}"
         self.client = make_client(endpoints)
-        self.layout = KeyLayout(root_prefix)
+        self.layout = KeyLayout(root_prefix, cluster_id=cluster_id_for(root_prefix))
         self.leadership: Leadership | None = None
         if fenced:
             self.leadership = Leadership(
@@ -94,6 +109,7 @@ class WriterNode:
             self._thread.join(5)
         if self.leadership is not None:
             self.leadership.close()
+        delete_keyspace_index(self.client, self.layout)
         self.client.close()
 
 

@@ -4,6 +4,11 @@ The quickest way to see rmwatch work: it starts everything, creates the ``defaul
 prints the URLs and three ``curl`` lines to try, and stops everything on Ctrl-C (SIGINT or
 SIGTERM). ``--smoke`` runs those curl steps itself over HTTP and exits (0 on success).
 
+The embedded etcd is made PD-shaped before the services start: a cluster id is written to
+``/pd/cluster_id`` as PD writes it (kept if a ``--data-dir`` holds one already), so putting
+``/pd/{id}/keyspaces/id/{name}`` → ``{id}`` creates a keyspace ``keyspace_name`` resolves,
+exactly as on a PD cluster. The RM keys sit at the etcd root, as PD keeps them.
+
 Logs are for a person here: every process logs in structlog's console format on stderr (one
 line per event, its component in brackets), and the banner comes on stdout once start-up is
 over, between two rules. The children run under ``rmwatch.cli.supervisor``: even a SIGKILL of
@@ -32,6 +37,8 @@ from rmwatch.cli import logs
 from rmwatch.cli.logs import LogFormat
 from rmwatch.cli.options import COMMON_FLAGS, CliSettings, add_log_arguments, given_flags
 from rmwatch.cli.supervisor import Supervisor
+from rmwatch.store.etcd import EtcdConfig, connect
+from rmwatch.store.keyspaces import init_cluster_id
 from rmwatch.store.models import default_group
 from rmwatch.testing.etcd import EmbeddedEtcd
 
@@ -145,13 +152,15 @@ def _smoke(writer: str, replica: str) -> None:
 RULE = "=" * 72
 
 
-def _banner(etcd: EmbeddedEtcd, writer: str, replica: str) -> str:
+def _banner(etcd: EmbeddedEtcd, cluster_id: int, writer: str, replica: str) -> str:
     return "\n".join(
         [
             "",
             RULE,
             "rmwatch dev is running:",
             f"  etcd     http://{etcd.endpoint}   ({etcd.binary}, data in {etcd.data_dir})",
+            f"           PD cluster id {cluster_id}; a keyspace is a key "
+            f"/pd/{cluster_id}/keyspaces/id/<name> holding its id",
             f"  writer   {writer}   (PD's write API; docs at {writer}/docs)",
             f"  replica  {replica}   (PD's read API from the cache; {replica}/status)",
             "",
@@ -229,6 +238,9 @@ def _run_services(
     try:
         if stop.is_set():
             return 0
+        with connect(EtcdConfig.parse(etcd.endpoint, timeout=5.0)) as client:
+            cluster_id = init_cluster_id(client, deadline=10.0)
+        log.info("cluster_id_ready", cluster_id=cluster_id)
         spawn("writer", "--etcd", etcd.endpoint, "--listen", f"127.0.0.1:{args.writer_port}",
               "--name", "dev-writer")  # fmt: skip
         # No load balancer to drain from here: Ctrl-C stops the replica at once (not 5 s).
@@ -242,7 +254,7 @@ def _run_services(
             return 0
         _ensure_default(writer)
         sys.stderr.flush()
-        print(_banner(etcd, writer, replica), flush=True)
+        print(_banner(etcd, cluster_id, writer, replica), flush=True)
         if args.smoke:
             _smoke(writer, replica)
             return 0

@@ -2,22 +2,28 @@
 
 The logic behind ``rmwatch etcd-setup-auth``, usable without the command line::
 
-    plan = plan_for(KeyLayout(""), writer_password=SecretStr("..."), enable_auth=True,
-                    root_password=SecretStr("..."))
+    plan = plan_for(KeyLayout("", cluster_id=7), writer_password=SecretStr("..."),
+                    enable_auth=True, root_password=SecretStr("..."))
     summary = apply(connect(EtcdConfig.parse("127.0.0.1:2379")), plan)
 
-What each role may do (``{root}`` is the layout's root prefix; every grant is a key prefix):
+What each role may do (``{root}`` is the layout's RM root prefix, empty on a PD cluster;
+``{id}`` its cluster id; every grant is a key prefix except ``/pd/cluster_id``, one key):
 
-==================  =========================  =========  ====================================
-role                prefix                     access     why
-==================  =========================  =========  ====================================
-``rmwatch-writer``  ``{root}resource_group/``  readwrite  the metadata it writes (and reads)
-``rmwatch-writer``  ``{root}rmwatch/writer/``  readwrite  the leader key (election, fencing)
-``rmwatch-writer``  ``{root}keyspaces/id/``    read       PD's keyspace name index
-``rmwatch-replica`` ``{root}resource_group/``  read       snapshot and watch
-``rmwatch-replica`` ``{root}keyspaces/id/``    read       keyspace names on the HTTP routes
-``rmwatch-replica`` ``{root}rmwatch/writer/``  read       finding the leader to forward writes
-==================  =========================  =========  ====================================
+==================  ===========================  =========  ==================================
+role                keys                         access     why
+==================  ===========================  =========  ==================================
+``rmwatch-writer``  ``{root}resource_group/``    readwrite  the metadata it writes (and reads)
+``rmwatch-writer``  ``{root}rmwatch/writer/``    readwrite  the leader key (election, fencing)
+``rmwatch-writer``  ``/pd/cluster_id`` (key)     read       PD's cluster id, read at start
+``rmwatch-writer``  ``/pd/{id}/keyspaces/id/``   read       PD's keyspace name index
+``rmwatch-replica`` ``{root}resource_group/``    read       snapshot and watch
+``rmwatch-replica`` ``/pd/cluster_id`` (key)     read       PD's cluster id, read at start
+``rmwatch-replica`` ``/pd/{id}/keyspaces/id/``   read       keyspace names on the HTTP routes
+``rmwatch-replica`` ``{root}rmwatch/writer/``    read       finding the leader to forward writes
+==================  ===========================  =========  ==================================
+
+The keyspace index grant needs the cluster id: without one (no ``/pd/cluster_id`` yet, no
+``--cluster-id``) it is left out, and names do not resolve until the setup runs again.
 
 Neither role can touch any other key, compact, defragment, change membership or auth. A
 permission a role holds beyond this list is revoked, so a re-run undoes hand-made grants.
@@ -45,7 +51,7 @@ from pyetcd.etcdrpc import auth_pb2
 
 from rmwatch._logging import get_logger
 from rmwatch.errors import AuthSetupError, EtcdAuthError, EtcdUnavailableError
-from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keys import CLUSTER_ID_KEY, KeyLayout, keyspace_index_prefix
 from rmwatch.store.leadership import leader_key
 
 log = get_logger("setup_auth")
@@ -68,17 +74,29 @@ DEFAULT_REPLICA_USER = "rmwatch-replica"
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """Access of one kind to every key under ``prefix``."""
+    """Access of one kind to every key under ``prefix`` (to that one key when ``exact``)."""
 
     access: str
     prefix: str
+    exact: bool = False
 
     def permission(self) -> Any:
-        """The etcd Permission message (key range = the whole prefix)."""
+        """The etcd Permission message (key range = the whole prefix, or the one key)."""
         key = self.prefix.encode()
-        return auth_pb2.Permission(
-            permType=_PERM_TYPES[self.access], key=key, range_end=etcd_utils.prefix_range_end(key)
-        )
+        range_end = b"" if self.exact else etcd_utils.prefix_range_end(key)
+        return auth_pb2.Permission(permType=_PERM_TYPES[self.access], key=key, range_end=range_end)
+
+    def as_dict(self) -> dict[str, str]:
+        """How the summary shows it: ``{"access", "prefix"}``, or ``{"access", "key"}``."""
+        return {"access": self.access, "key" if self.exact else "prefix": self.prefix}
+
+
+def _pd_grants(layout: KeyLayout) -> list[Grant]:
+    """Read access to PD's cluster id, and to its keyspace index when the id is known."""
+    grants = [Grant(READ, CLUSTER_ID_KEY, exact=True)]
+    if layout.cluster_id is not None:
+        grants.append(Grant(READ, keyspace_index_prefix(layout.cluster_id)))
+    return grants
 
 
 def writer_grants(layout: KeyLayout) -> list[Grant]:
@@ -86,7 +104,7 @@ def writer_grants(layout: KeyLayout) -> list[Grant]:
     return [
         Grant(READWRITE, layout.prefix),
         Grant(READWRITE, _leader_prefix(layout)),
-        Grant(READ, f"{layout.root_prefix}keyspaces/id/"),
+        *_pd_grants(layout),
     ]
 
 
@@ -94,7 +112,7 @@ def replica_grants(layout: KeyLayout) -> list[Grant]:
     """Exactly what a replica (and its sidecar) needs: reads only."""
     return [
         Grant(READ, layout.prefix),
-        Grant(READ, f"{layout.root_prefix}keyspaces/id/"),
+        *_pd_grants(layout),
         Grant(READ, _leader_prefix(layout)),
     ]
 
@@ -136,6 +154,12 @@ def plan_for(
     root_password: SecretStr | None = None,
 ) -> SetupPlan:
     """The standard plan: one writer account and one replica account under ``layout``."""
+    if layout.cluster_id is None:
+        log.warning(
+            "keyspace_index_not_granted",
+            key=CLUSTER_ID_KEY,
+            reason="no cluster id: run again once PD wrote it, or give --cluster-id",
+        )
     return SetupPlan(
         accounts=[
             Account(writer_user, writer_role, writer_grants(layout), writer_password),
@@ -221,7 +245,7 @@ def _ensure_role(auth: _Auth, role: str, grants: Sequence[Grant]) -> dict[str, A
         )
     return {
         "role": role,
-        "grants": [{"access": g.access, "prefix": g.prefix} for g in grants],
+        "grants": [g.as_dict() for g in grants],
         "revoked": revoked,
     }
 
@@ -295,7 +319,7 @@ def plan_summary(plan: SetupPlan) -> dict[str, Any]:
             {
                 "role": a.role,
                 "user": a.user,
-                "grants": [{"access": g.access, "prefix": g.prefix} for g in a.grants],
+                "grants": [g.as_dict() for g in a.grants],
             }
             for a in plan.accounts
         ],

@@ -10,6 +10,13 @@ given on the command line wins over the environment::
     --etcd-user NAME           RMWATCH_ETCD_USER           etcd user (auth enabled)
     --etcd-password-file FILE  RMWATCH_ETCD_PASSWORD_FILE  file holding that user's password
                                RMWATCH_ETCD_PASSWORD       the password itself (env only)
+    --rm-root-prefix P         RMWATCH_RM_ROOT_PREFIX      prefix of the RM keys (default: none)
+    --cluster-id N             RMWATCH_CLUSTER_ID          PD's cluster id (default: read it)
+
+``--root-prefix`` / ``RMWATCH_ROOT_PREFIX`` are the old names of ``--rm-root-prefix`` and still
+work. The RM keys (``resource_group/...``) sit at the etcd root on a PD cluster, so the prefix
+stays empty there; it only separates test clusters sharing one etcd. PD's own keys (the cluster
+id, the keyspace-name index) are absolute and never take it.
 
 The password is a ``SecretStr``: it shows as ``**********`` in reprs, settings dumps and logs.
 There is deliberately no ``--etcd-password`` flag: a command line is visible to every local
@@ -23,13 +30,15 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmwatch.cli.logs import FORMATS, LogFormat
 from rmwatch.store.etcd import EtcdConfig
+from rmwatch.store.keys import KeyLayout
 
 ETCD_AUTH_FLAGS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
+LAYOUT_FLAGS = ("rm_root_prefix", "cluster_id")
 COMMON_FLAGS = ("log_format",)
 
 
@@ -91,6 +100,27 @@ class EtcdAuthOptions(CliSettings):
         }
 
 
+class LayoutOptions(EtcdAuthOptions):
+    """Base of the settings of a subcommand that reads or writes PD's keys: where the RM keys
+    sit, and PD's cluster id (which places the keyspace-name index)."""
+
+    rm_root_prefix: str | None = None
+    # The old name of rm_root_prefix (RMWATCH_ROOT_PREFIX); the new name wins when both are set.
+    root_prefix: str | None = None
+    # PD reads 0 as "no cluster id", and the id is a uint64.
+    cluster_id: int | None = Field(default=None, ge=1, le=2**64 - 1)
+
+    def rm_prefix(self) -> str:
+        """The root prefix of the RM keys: ``rm_root_prefix``, else ``root_prefix``, else ""."""
+        if self.rm_root_prefix is not None:
+            return self.rm_root_prefix
+        return self.root_prefix or ""
+
+    def layout(self, cluster_id: int | None = None) -> KeyLayout:
+        """The key layout: RM keys under ``rm_prefix()``, PD's index of ``cluster_id``."""
+        return KeyLayout(self.rm_prefix(), cluster_id=cluster_id)
+
+
 def read_secret(path: Path, *, what: str) -> SecretStr:
     """A secret read from ``path`` (one line; surrounding whitespace dropped)."""
     try:
@@ -133,6 +163,24 @@ def add_log_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--rm-root-prefix`` (alias ``--root-prefix``) and ``--cluster-id``."""
+    parser.add_argument(
+        "--rm-root-prefix",
+        "--root-prefix",
+        dest="rm_root_prefix",
+        help="prefix of the RM keys (resource_group/) and the writer's leader key; empty, the "
+        "etcd root, on a PD cluster; only to share one etcd between test clusters "
+        "(RMWATCH_RM_ROOT_PREFIX)",
+    )
+    parser.add_argument(
+        "--cluster-id",
+        type=int,
+        help="PD's cluster id, which places the keyspace-name index /pd/{id}/keyspaces/id/ "
+        "(RMWATCH_CLUSTER_ID; default: read /pd/cluster_id)",
+    )
+
+
 def add_etcd_auth_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--etcd-ca/--etcd-cert/--etcd-key/--etcd-user/--etcd-password-file``."""
     group = parser.add_argument_group("etcd TLS and authentication")
@@ -159,9 +207,12 @@ def given_flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, A
 __all__ = [
     "COMMON_FLAGS",
     "ETCD_AUTH_FLAGS",
+    "LAYOUT_FLAGS",
     "CliSettings",
     "EtcdAuthOptions",
+    "LayoutOptions",
     "add_etcd_auth_arguments",
+    "add_layout_arguments",
     "add_log_arguments",
     "given_flags",
     "read_secret",

@@ -28,32 +28,32 @@ from rmwatch.cli import logs
 from rmwatch.cli.options import (
     COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
-    EtcdAuthOptions,
+    LAYOUT_FLAGS,
+    LayoutOptions,
     add_etcd_auth_arguments,
+    add_layout_arguments,
     add_log_arguments,
     given_flags,
     server_options,
     split_listen,
 )
-from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
+from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
 from rmwatch.http.server_drain import ServerDrain as DrainState
 from rmwatch.http.sidecar_app import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
 from rmwatch.store.etcd import connect
-from rmwatch.store.keys import KeyLayout
-from rmwatch.store.keyspaces import KeyspaceResolver
+from rmwatch.store.keyspaces import KeyspaceResolver, cluster_id_at_start
 from rmwatch.store.leadership import read_leader
 from rmwatch.watcher.replica import Replica
 
 log = get_logger("sidecar")
 
 
-class ReplicaSettings(EtcdAuthOptions):
+class ReplicaSettings(LayoutOptions):
     """Settings of ``rmwatch replica``; each field is also ``RMWATCH_<FIELD>`` in the env."""
 
     etcd: str = "127.0.0.1:2379"
     listen: str = "127.0.0.1:8081"
-    root_prefix: str = ""
     writer_url: str | None = None
     forward: bool = True
     max_staleness: float = 30.0
@@ -72,9 +72,9 @@ class ReplicaSettings(EtcdAuthOptions):
         return split_listen(self.listen)
 
 
-_FLAGS = ("etcd", "listen", "root_prefix", "writer_url", "forward", "max_staleness",
-          "min_revision_timeout", "forward_timeout", "drain_seconds", "shutdown_timeout",
-          "etcd_timeout", *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
+_FLAGS = ("etcd", "listen", "writer_url", "forward", "max_staleness", "min_revision_timeout",
+          "forward_timeout", "drain_seconds", "shutdown_timeout", "etcd_timeout",
+          *LAYOUT_FLAGS, *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -84,7 +84,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--etcd", help="etcd endpoints URL[,URL...] (RMWATCH_ETCD)")
     parser.add_argument("--listen", help="HOST:PORT of the HTTP server (RMWATCH_LISTEN)")
-    parser.add_argument("--root-prefix", help="root prefix of every key (default empty)")
+    add_layout_arguments(parser)
     parser.add_argument("--writer-url", help="forward writes to this writer (default: the "
                                              "leader found in etcd)")  # fmt: skip
     parser.add_argument(
@@ -179,15 +179,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         etcd = settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout)
         # A second connection for what the replica's cache does not hold: the writer leader
-        # key and PD's keyspace index (both outside resource_group/). With a user configured
-        # it authenticates now: a wrong password, CA or client cert fails here, at once.
+        # key, PD's cluster id and keyspace index (all outside resource_group/). With a user
+        # configured it authenticates now: a wrong password, CA or client cert fails here.
         client = connect(etcd)
     except (ValueError, EtcdAuthError, EtcdUnavailableError) as exc:
         log.error("sidecar_cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
                   **settings.etcd_summary())  # fmt: skip
         return 1
-    layout = KeyLayout(settings.root_prefix)
-    replica = Replica(etcd=etcd, root_prefix=settings.root_prefix,
+    try:
+        cluster_id = cluster_id_at_start(client, settings.cluster_id,
+                                         deadline=settings.etcd_timeout)  # fmt: skip
+    except (DecodeError, EtcdUnavailableError) as exc:
+        log.error("sidecar_cannot_start", error=str(exc), etcd=settings.etcd)  # noqa: TRY400
+        client.close()
+        return 1
+    layout = settings.layout(cluster_id)
+    replica = Replica(etcd=etcd, root_prefix=layout.root_prefix,
                       max_staleness=settings.max_staleness)  # fmt: skip
 
     def discover_leader() -> str | None:
@@ -210,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
                             **server_options())  # fmt: skip
     server = _DrainingServer(config, drain, settings.drain_seconds)
     log.info("sidecar_starting", listen=settings.listen, etcd=settings.etcd,
-             root_prefix=settings.root_prefix, writer_url=settings.writer_url,
+             rm_root_prefix=layout.root_prefix, cluster_id=cluster_id,
+             writer_url=settings.writer_url,
              forward=settings.forward, max_staleness=settings.max_staleness,
              **settings.etcd_summary())  # fmt: skip
     replica.start()

@@ -1,13 +1,16 @@
 """``rmwatch etcd-setup-auth``: least-privilege etcd roles and users for writers and replicas.
 
-Run it once per deployment with root credentials (and again to rotate a password or after
-changing the root prefix: it converges, it does not only add)::
+Run it once per deployment with root credentials (and again to rotate a password, after
+changing the RM root prefix, or once PD has written its cluster id: it converges, it does not
+only add)::
 
     rmwatch etcd-setup-auth --etcd https://etcd:2379 --etcd-ca ca.pem \\
         --etcd-user root --etcd-password-file root.pw \\
         --writer-password-file writer.pw --replica-password-file replica.pw --enable-auth
 
-What each role may do, and why: ``rmwatch.cli.etcd_auth``.
+What each role may do, and why: ``rmwatch.cli.etcd_auth``. The keyspace index grant needs PD's
+cluster id: ``--cluster-id``, else the one in ``/pd/cluster_id`` (a dry run reads nothing, so
+it shows that grant only with ``--cluster-id``).
 The summary printed on stdout (JSON) names roles, users and grants; never a password.
 """
 
@@ -36,25 +39,26 @@ from rmwatch.cli.etcd_auth import (
 from rmwatch.cli.options import (
     COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
-    EtcdAuthOptions,
+    LAYOUT_FLAGS,
+    LayoutOptions,
     add_etcd_auth_arguments,
+    add_layout_arguments,
     add_log_arguments,
     given_flags,
     read_secret,
 )
 from rmwatch.errors import RmwatchError
 from rmwatch.store.etcd import connect
-from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import read_cluster_id
 
 log = get_logger("setup_auth")
 
 
-class AuthSetupSettings(EtcdAuthOptions):
+class AuthSetupSettings(LayoutOptions):
     """Settings of ``rmwatch etcd-setup-auth``; each field is also ``RMWATCH_<FIELD>``."""
 
     etcd: str = "127.0.0.1:2379"
     etcd_timeout: float = 5.0
-    root_prefix: str = ""
     writer_user: str = DEFAULT_WRITER_USER
     writer_password_file: Path | None = None
     writer_role: str = DEFAULT_WRITER_ROLE
@@ -64,8 +68,9 @@ class AuthSetupSettings(EtcdAuthOptions):
     enable_auth: bool = False
     root_password_file: Path | None = None
 
-    def plan(self) -> SetupPlan:
-        """The plan these settings describe (password files read here)."""
+    def plan(self, cluster_id: int | None = None) -> SetupPlan:
+        """The plan these settings describe (password files read here); ``cluster_id`` is
+        PD's when ``--cluster-id`` is not given (None: no keyspace index grant)."""
 
         def secret(path: Path | None, what: str) -> SecretStr | None:
             return read_secret(path, what=what) if path is not None else None
@@ -74,7 +79,7 @@ class AuthSetupSettings(EtcdAuthOptions):
         if root is None and self.etcd_user == "root":
             root = self.etcd_password_value()
         return plan_for(
-            KeyLayout(self.root_prefix),
+            self.layout(self.cluster_id if self.cluster_id is not None else cluster_id),
             writer_user=self.writer_user,
             writer_password=secret(self.writer_password_file, "--writer-password-file"),
             replica_user=self.replica_user,
@@ -89,7 +94,7 @@ class AuthSetupSettings(EtcdAuthOptions):
 _FLAGS = (
     "etcd",
     "etcd_timeout",
-    "root_prefix",
+    *LAYOUT_FLAGS,
     "writer_user",
     "writer_password_file",
     "writer_role",
@@ -112,7 +117,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--etcd", help="etcd endpoints URL[,URL...] (RMWATCH_ETCD)")
     parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
-    parser.add_argument("--root-prefix", help="root prefix of every key (default empty)")
+    add_layout_arguments(parser)
     parser.add_argument("--writer-user", help=f"writer user name ({DEFAULT_WRITER_USER})")
     parser.add_argument(
         "--writer-password-file", help="writer's password: creates the user, or rotates it"
@@ -150,13 +155,15 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     logs.configure(settings.log_format)
     try:
-        plan = settings.plan()
         if getattr(args, "dry_run", False):
-            print(json.dumps(plan_summary(plan), indent=2))
+            print(json.dumps(plan_summary(settings.plan()), indent=2))
             return 0
         client = connect(settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout))
         try:
-            summary = apply(client, plan)
+            stored = None
+            if settings.cluster_id is None:
+                stored = read_cluster_id(client, deadline=settings.etcd_timeout)
+            summary = apply(client, settings.plan(stored))
         finally:
             client.close()
     except (ValueError, RmwatchError) as exc:

@@ -24,18 +24,20 @@ from rmwatch.cli import logs
 from rmwatch.cli.options import (
     COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
-    EtcdAuthOptions,
+    LAYOUT_FLAGS,
+    LayoutOptions,
     add_etcd_auth_arguments,
+    add_layout_arguments,
     add_log_arguments,
     given_flags,
     read_secret,
     server_options,
     split_listen,
 )
-from rmwatch.errors import EtcdAuthError, EtcdUnavailableError
+from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
 from rmwatch.http.writer_app import create_writer_app
 from rmwatch.store.etcd import connect
-from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import cluster_id_at_start
 from rmwatch.store.leadership import DEFAULT_TTL, Leadership
 from rmwatch.store.roles import WriteRole
 from rmwatch.store.writer import Writer
@@ -44,7 +46,7 @@ from rmwatch.store.writer_drain import Drainer
 log = get_logger("writer")
 
 
-class WriterSettings(EtcdAuthOptions):
+class WriterSettings(LayoutOptions):
     """Settings of ``rmwatch writer``; each field is also ``RMWATCH_<FIELD>`` in the env.
 
     Secrets are ``SecretStr`` (``**********`` in any repr or log): the bearer token comes from
@@ -56,7 +58,6 @@ class WriterSettings(EtcdAuthOptions):
     listen: str = "127.0.0.1:8080"
     advertise_url: str | None = None
     role: WriteRole = WriteRole.LEGACY_ALL
-    root_prefix: str = ""
     name: str = socket.gethostname()
     token_file: Path | None = None
     token: SecretStr | None = None
@@ -81,8 +82,8 @@ class WriterSettings(EtcdAuthOptions):
         return self.token
 
 
-_FLAGS = ("etcd", "listen", "advertise_url", "role", "root_prefix", "name", "token_file",
-          "lease_ttl", "etcd_timeout", *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
+_FLAGS = ("etcd", "listen", "advertise_url", "role", "name", "token_file", "lease_ttl",
+          "etcd_timeout", *LAYOUT_FLAGS, *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -94,7 +95,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--listen", help="HOST:PORT of the HTTP API (RMWATCH_LISTEN)")
     parser.add_argument("--advertise-url", help="URL other writers forward to")
     parser.add_argument("--role", choices=[r.value for r in WriteRole], help="write role")
-    parser.add_argument("--root-prefix", help="root prefix of every key (default empty)")
+    add_layout_arguments(parser)
     parser.add_argument("--name", help="this writer's name in the election")
     parser.add_argument("--token-file", help="file holding the bearer token writes need "
                                              "(RMWATCH_TOKEN_FILE, or RMWATCH_TOKEN)")  # fmt: skip
@@ -152,7 +153,14 @@ def run(args: argparse.Namespace) -> int:
         log.error("writer_cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
                   **settings.etcd_summary())  # fmt: skip
         return 1
-    layout = KeyLayout(settings.root_prefix)
+    try:
+        cluster_id = cluster_id_at_start(client, settings.cluster_id,
+                                         deadline=settings.etcd_timeout)  # fmt: skip
+    except (DecodeError, EtcdUnavailableError) as exc:
+        log.error("writer_cannot_start", error=str(exc), etcd=settings.etcd)  # noqa: TRY400
+        client.close()
+        return 1
+    layout = settings.layout(cluster_id)
     leadership = Leadership(client=client, layout=layout, name=settings.name,
                             address=settings.address(), ttl=settings.lease_ttl)  # fmt: skip
     writer = Writer(client=client, layout=layout, role=settings.role, leadership=leadership)
@@ -160,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
     app = create_writer_app(writer, token=token, drainer=drainer)
     log.info("writer_starting", name=settings.name, listen=settings.listen,
              address=settings.address(), role=str(settings.role), etcd=settings.etcd,
-             root_prefix=settings.root_prefix, lease_ttl=settings.lease_ttl,
+             rm_root_prefix=layout.root_prefix, cluster_id=cluster_id,
+             lease_ttl=settings.lease_ttl,
              bearer_token=token is not None, **settings.etcd_summary())  # fmt: skip
     leadership.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
