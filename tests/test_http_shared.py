@@ -9,7 +9,7 @@ PD's behaviour pinned here is read from tikv/pd (commit a186e0cc61de):
 - ``with_stats``: ``strings.EqualFold(c.Query("with_stats"), "true")`` in
   pkg/mcs/resourcemanager/metadataapi/config_service.go:365 (GET config/group/:name) and :386
   (GET config/groups), which pkg/mcs/resourcemanager/server/apis/v1/api.go:204-205 and
-  :217-218 delegate to. Only ``true`` in any case turns RUStats on; ``1`` and ``yes`` do not.
+  :217-218 delegate to. Only ``true`` in any case turns ``ru_consumption`` on; ``1`` and ``yes`` do not.
 - unknown ``keyspace_name``: ``GetKeyspaceIDByName`` returns ``ErrKeyspaceNotExistsByName``
   (pkg/mcs/resourcemanager/server/manager.go:745-746), defined as
   ``"keyspace not found with name: %s"`` with RFC code
@@ -107,7 +107,7 @@ def apps(
 
 @pytest.mark.parametrize("app", APPS)
 def test_with_stats_values(apps: dict[str, TestClient], app: str) -> None:
-    """RUStats appears for ``true`` in any case and for nothing else, on a group GET (the
+    """``ru_consumption`` appears for ``true`` in any case and for nothing else, on a group GET (the
     sidecar's fast path, and its routed path with ``min_revision``) and on the list."""
     client = apps[app]
     table: list[tuple[str | None, bool]] = [
@@ -119,12 +119,12 @@ def test_with_stats_values(apps: dict[str, TestClient], app: str) -> None:
         for extra in ({}, {"min_revision": "1"}):
             one = client.get(f"{PREFIX}/config/group/g1", params={**stats, **extra})
             assert one.status_code == 200, (value, extra, one.text)
-            assert ("RUStats" in one.json()) is shown, (value, extra)
+            assert ("ru_consumption" in one.json()) is shown, (value, extra)
         listed = client.get(f"{PREFIX}/config/groups", params=stats).json()
         (g1,) = [group for group in listed if group["name"] == "g1"]
-        assert ("RUStats" in g1) is shown, value
+        assert ("ru_consumption" in g1) is shown, value
         if shown:
-            assert g1["RUStats"] == {"r_r_u": 1.5}
+            assert g1["ru_consumption"]["r_r_u"] == 1.5
 
 
 @pytest.mark.parametrize("app", APPS)
