@@ -61,6 +61,10 @@ class TestJson:
         """uvicorn's records (plain stdlib logging) come out as JSON too, their message as
         the event and their logger's first name as the component."""
         stream = io.StringIO()
+        # As uvicorn's default LOGGING_CONFIG leaves them when a server ran in this process.
+        uvicorn_logger = logging.getLogger("uvicorn")
+        uvicorn_logger.addHandler(logging.StreamHandler(io.StringIO()))
+        uvicorn_logger.propagate = False
         logs.configure("json", stream=stream)
         logging.getLogger("uvicorn.error").warning("Started server process [%d]", 42)
         (event,) = _json_lines(stream)

@@ -101,6 +101,9 @@ def _formatter(fmt: Literal["json", "console"], colors: bool) -> logging.Formatt
     )
 
 
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
 def configure(
     fmt: LogFormat = "auto", *, stream: IO[str] | None = None
 ) -> Literal["json", "console"]:
@@ -120,6 +123,13 @@ def configure(
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger(ROOT).setLevel(logging.INFO)
+    # uvicorn's own logging config (applied by anything that ran uvicorn with its defaults in
+    # this process) gives its loggers private handlers and stops them propagating: undo that,
+    # so its records reach the one handler above instead of a second, differently shaped one.
+    for name in _SERVER_LOGGERS:
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
     # Anything logging through structlog's own global logger (``structlog.get_logger()``)
     # is routed into the same stdlib handler, instead of structlog's default print to stdout.
     structlog.configure(
