@@ -91,7 +91,7 @@ class WriteError(RmwatchError):
 
 
 class WriteRefusedError(WriteError):
-    """The configured write role forbids this write ("metadata write disabled")."""
+    """The configured write role forbids this write ("metadata write is disabled")."""
 
     status = 403
 

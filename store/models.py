@@ -20,12 +20,12 @@ from pydantic import (
     field_validator,
 )
 
-# ControllerConfig moved to rmwatch.store.controller; re-exported here for existing imports.
-from rmwatch.store.controller import ControllerConfig as ControllerConfig
-from rmwatch.store.controller import GoDuration as GoDuration
-from rmwatch.store.controller import RequestUnitConfig as RequestUnitConfig
-from rmwatch.store.controller import StringBool as StringBool
-from rmwatch.store.controller import parse_go_duration as parse_go_duration
+# Re-exported: ControllerConfig and its types moved to rmwatch.store.controller.
+from rmwatch.store.controller import ControllerConfig as ControllerConfig  # noqa: PLC0414
+from rmwatch.store.controller import GoDuration as GoDuration  # noqa: PLC0414
+from rmwatch.store.controller import RequestUnitConfig as RequestUnitConfig  # noqa: PLC0414
+from rmwatch.store.controller import StringBool as StringBool  # noqa: PLC0414
+from rmwatch.store.controller import parse_go_duration as parse_go_duration  # noqa: PLC0414
 from rmwatch.store.keys import NULL_KEYSPACE_ID
 
 MAX_NAME_BYTES = 32
