@@ -1,5 +1,6 @@
-"""Conformance helpers: the two services PD's clients may talk to, side by side: the writer's app and the replica's
-sidecar app (which reads from its cache and forwards writes to that writer).
+"""Conformance helpers: the two services PD's clients may talk to, side by side -- the
+writer's app and the replica's sidecar app (which reads from its cache and forwards writes to
+that writer).
 
 Each conformance test sends the SAME request to both (``Services.both``) and checks both
 answers, so a difference between the services fails the test that pins the behaviour.
@@ -8,11 +9,11 @@ answers, so a difference between the services fails the test that pins the behav
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import pytest
 from sidecar_support import running_replica, serve
 from writer_support import WriterNode, nodes
 
@@ -61,10 +62,10 @@ class Services:
         return int(self.node.client.get_response("/").header.revision)
 
 
-@pytest.fixture
-def services(etcd_endpoints: list[str], root_prefix: str) -> Iterator[Services]:
+@contextmanager
+def running_services(etcd_endpoints: list[str], root_prefix: str) -> Iterator[Services]:
     """Writer (leading, no token) and replica sidecar on one etcd prefix, with keyspace
-    ``ks1`` = 7 in PD's keyspace index."""
+    ``ks1`` = 7 in PD's keyspace index; everything stopped at the end."""
     node = WriterNode(etcd_endpoints, root_prefix, name="conf").start()
     with nodes(node):
         node.client.put(node.layout.keyspace_index(KEYSPACE_NAME), str(KEYSPACE_ID))

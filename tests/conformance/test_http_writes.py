@@ -23,7 +23,7 @@ def _fill(services: Services, name: str = "g1", **params: str) -> int:
     body = services.both("GET", f"/config/group/{name}", params=params)
     fills = {s: r.json()["r_u_settings"]["r_u"]["settings"]["fill_rate"] for s, r in body.items()}
     assert fills["writer"] == fills["replica"], fills
-    return fills["writer"]
+    return int(fills["writer"])
 
 
 class TestSuccess:
@@ -68,8 +68,8 @@ class TestBodies:
         assert {s: r.json()["priority"] for s, r in got.items()} == {"writer": 4, "replica": 4}
 
     def test_protobuf_json_fallback(self, services: Services) -> None:
-        """A body encoding/json refuses (an enum name such as ``RUMode``, a quoted 64-bit int) is decoded as
-        protobuf JSON (config_service.go:190-199)."""
+        """A body encoding/json refuses (an enum name such as ``RUMode``, a quoted 64-bit
+        int) is decoded as protobuf JSON (config_service.go:190-199)."""
         body = {"name": "g1", "mode": "RUMode",
                 "rUSettings": {"rU": {"settings": {"fillRate": "77"}}}}  # fmt: skip
         for service, r in services.both("POST", "/config/group", json=body).items():
