@@ -70,6 +70,7 @@ from rmwatch.store.etcd import (
     is_transient,
     txn,
 )
+from rmwatch.store.etcd_refusal import etcd_refusal
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout
 from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.store.leadership import Leadership
@@ -443,7 +444,7 @@ class Writer:
                         continue
                     outcome = "ok"
                     return revision
-                raise AssertionError("unreachable")  # pragma: no cover
+                raise AssertionError("unreachable")  # pragma: no cover  # noqa: TRY301
         except WriteError as exc:
             outcome = _OUTCOMES.get(type(exc), "error")
             if isinstance(exc, WriteRefusedError):
@@ -452,9 +453,18 @@ class Writer:
         except InvalidInputError:
             outcome = "invalid"
             raise
-        except EtcdUnavailableError:
+        except EtcdUnavailableError as exc:
             outcome = "unavailable"
+            refusal = etcd_refusal(exc, op=op)  # retried until the deadline: name the cause
+            if refusal is not None:
+                raise refusal from exc
             raise
+        except Exception as exc:
+            refusal = etcd_refusal(exc, op=op)
+            if refusal is None:
+                raise
+            outcome = "etcd_refused"
+            raise refusal from exc
         finally:
             elapsed = time.monotonic() - started
             self.metrics.writes.labels(op=op, outcome=outcome).inc()
