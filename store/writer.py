@@ -250,6 +250,7 @@ class Writer:
         whatever is stored: TiDB retries Add, so a second Add of the same group must succeed.
         A blind put is safe to resend (the same bytes land again), so no guard is needed.
         """
+        _refuse_raw_mode(group)
         key = self.layout.settings(group.name, group.effective_keyspace_id)
 
         def plan() -> _Plan:
@@ -268,6 +269,7 @@ class Writer:
         survive. With ``expected_revision`` (the settings key's mod_revision the caller saw)
         it is a strict compare-and-set: ConflictError with the current revision if it moved.
         """
+        _refuse_raw_mode(group)
         ks = group.effective_keyspace_id
         key = self.layout.settings(group.name, ks)
 
@@ -300,7 +302,11 @@ class Writer:
         """Delete a group's settings and states in one txn; ``default`` is refused."""
         if name == DEFAULT_GROUP_NAME:
             check_write(self.role, WriteKind.METADATA)
-            raise ReservedGroupError("cannot delete reserved group 'default'")
+            # PD answers 500 with errs.ErrDeleteReservedGroup (keyspace_manager.go:295);
+            # rmwatch answers 403 (a refusal, not a server fault) with PD's text.
+            raise ReservedGroupError(
+                "[PD:resourcemanager:ErrDeleteReservedGroup]cannot delete reserved group"
+            )
         ks = _ks(keyspace_id)
         skey, tkey = self.layout.settings(name, ks), self.layout.states(name, ks)
 
@@ -680,6 +686,13 @@ def _controller_update(update: Callable[[], ControllerConfig]) -> ControllerConf
         raise InvalidInputError("controller", str(exc)) from None
 
 
+def _refuse_raw_mode(group: ResourceGroup) -> None:
+    """RawMode is not implemented in PD: loading a stored one panics ("no implementation",
+    pkg/mcs/resourcemanager/server/resource_group.go:240), so it is never stored (400)."""
+    if group.mode is GroupMode.RAW_MODE:
+        raise InvalidInputError("mode", "RawMode is not implemented in PD (no implementation)")
+
+
 def group_not_found(name: str) -> NotFoundError:
     """PD's errs.ErrResourceGroupNotExists for ``name`` (pkg/errs/errno.go), HTTP 404."""
     return NotFoundError(
@@ -690,7 +703,10 @@ def group_not_found(name: str) -> NotFoundError:
 def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
     """PD's PatchSettings: new settings onto the old group, tokens and stats untouched."""
     if new.mode != old.mode:
-        raise InvalidInputError("mode", "only support reconfigure in same mode")
+        raise InvalidInputError(
+            "mode",
+            "only support reconfigure in same mode, maybe you should delete and create a new one",
+        )
     update: dict[str, Any] = {
         "priority": new.priority,
         "runaway_settings": new.runaway_settings,

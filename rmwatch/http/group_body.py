@@ -75,12 +75,20 @@ def _split(data: dict[str, Any]) -> tuple[bool, Any]:
     return (True, data[found[0]]) if found else (False, None)
 
 
+_PD_INVALID_GROUP = "[PD:resourcemanager:ErrInvalidGroup]invalid group settings, please check"
+
+
 def _validate(fields: dict[str, Any]) -> ResourceGroup:
     try:
         return ResourceGroup.model_validate(fields)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
+        if where in ("name", "priority"):
+            # PD answers 500 with errs.ErrInvalidGroup (keyspace_manager.go:118); rmwatch
+            # answers 400 (the client's mistake) with PD's words, then the detail.
+            what = "the group name" if where == "name" else "the group priority"
+            raise InvalidInputError(where, f"{_PD_INVALID_GROUP} {what} ({err['msg']})") from None
         raise InvalidInputError(where, err["msg"]) from None
 
 

@@ -10,6 +10,11 @@ import json
 
 import pytest
 from conformance_support import KEYSPACE_ID, KEYSPACE_NAME, Services
+from fastapi.testclient import TestClient
+from writer_support import WriterNode, nodes
+
+from rmwatch.http.writer_app import create_writer_app
+from rmwatch.store.roles import WriteRole
 
 GROUP = {
     "name": "g1",
@@ -179,3 +184,58 @@ class TestServiceLimit:
             got = services.both("GET", path)
             assert {s: r.json()["service_limit"] for s, r in got.items()} == {
                 "writer": shown, "replica": shown}  # fmt: skip
+
+
+INVALID_GROUP = "[PD:resourcemanager:ErrInvalidGroup]invalid group settings, please check"
+
+
+class TestListedDeviations:
+    """Where PD answers 500 for a client's mistake, rmwatch answers 4xx with PD's words
+    (listed in the README's compatibility table)."""
+
+    @pytest.mark.parametrize(
+        ("body", "text"),
+        [
+            ({**GROUP, "name": "n" * 33},
+             INVALID_GROUP + " the group name"),
+            ({**GROUP, "name": ""}, "please check the group name"),
+            ({**GROUP, "priority": 17},
+             INVALID_GROUP + " the group priority"),
+            ({"name": "g2", "mode": 2,
+              "raw_resource_settings": {"cpu": {"settings": {"fill_rate": 5}}}},
+             "RawMode is not implemented in PD"),
+        ],
+    )  # fmt: skip
+    def test_bad_group_is_400(self, services: Services, body: dict[str, object], text: str
+                              ) -> None:  # fmt: skip
+        """Bad name / priority (PD 500: keyspace_manager.go:118) and RawMode (PD panics
+        loading one: resource_group.go:240) are 400 with PD's text; nothing is stored."""
+        for service, r in services.both("POST", "/config/group", json=body).items():
+            assert r.status_code == 400, (service, r.text)
+            assert text in r.text, (service, r.text)
+        assert services.node.client.get(services.layout.settings("g2"))[0] is None
+
+    def test_mode_change_is_400(self, services: Services) -> None:
+        """A mode change is 400 with PD's text (PD 500: resource_group.go:220)."""
+        services.writer.post("/resource-manager/api/v1/config/group", json=GROUP)
+        body = {"name": "g1", "mode": 0}
+        for service, r in services.both("PUT", "/config/group", json=body).items():
+            assert r.status_code == 400, (service, r.text)
+            assert "only support reconfigure in same mode" in r.text, service
+
+    def test_delete_default_is_403(self, services: Services) -> None:
+        """Deleting ``default`` is 403 with errs.ErrDeleteReservedGroup's text (PD 500:
+        keyspace_manager.go:295; pkg/errs/errno.go:539)."""
+        for service, r in services.both("DELETE", "/config/group/default").items():
+            assert r.status_code == 403, (service, r.text)
+            assert r.text == (
+                "[PD:resourcemanager:ErrDeleteReservedGroup]cannot delete reserved group"
+            ), service
+
+    def test_metadata_write_disabled(self, etcd_endpoints: list[str], root_prefix: str) -> None:
+        """An RM-token-only writer refuses metadata writes with PD's errMetadataWriteDisabled
+        text, 403 (PD: pkg/mcs/resourcemanager/server/write_role.go:45)."""
+        node = WriterNode(etcd_endpoints, root_prefix, name="rm", role=WriteRole.RM_TOKEN_ONLY)
+        with nodes(node.start()), TestClient(create_writer_app(node.writer, token=None)) as c:
+            r = c.post("/resource-manager/api/v1/config/group", json=GROUP)
+            assert (r.status_code, r.text) == (403, "metadata write is disabled")
