@@ -1,11 +1,12 @@
 """The writer's HTTP API: PD's resource-manager routes, bodies and status codes.
 
 Routes live under PD's prefix (``rmwatch.http.pd.PREFIX``). Success of a write answers 200 with
-the JSON string ``"Success!"`` and ``X-Revision: <commit revision>``; errors are plain text
+PD's 8 bytes of text/plain ``Success!`` and ``X-Revision: <commit revision>``; errors are plain text
 with PD's codes (``rmwatch.http.errors``): 400 bad body (naming the field), 401 missing/wrong
 bearer token, 403 role refuses it, 404 group/keyspace/limit missing, 409 compare-and-set lost
 (``X-Revision`` = the current revision), 413 body over ``max_body``, 500 other, 503 no leader
-reachable or etcd unavailable.
+reachable or etcd unavailable; etcd's own refusals are named (``rmwatch.store.etcd_refusal``).
+Bodies are decoded as PD decodes them (``rmwatch.http.gojson``, ``rmwatch.http.group_body``).
 
 A writer that is not the leader, or is draining, forwards the write to the leader found in
 etcd (``rmwatch.http.writer_forward``); the leader's answer is returned unchanged.
