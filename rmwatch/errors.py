@@ -15,6 +15,7 @@ RmwatchError
 │   ├── AlreadyExistsError   add of an existing group (HTTP 400, as PD)
 │   ├── ConflictError        compare-and-set lost; carries the current revision (HTTP 409)
 │   ├── NotLeaderError       this writer is not (or no longer) the leader; names the leader
+│   ├── EtcdRefusedError     etcd refused the write, named: no space, too large, no leader...
 │   └── DrainingError        this writer is draining and takes no new writes (HTTP 503)
 └── ReplicaError             a replica's reader could not be answered
     ├── NotReadyError        not loaded / not caught up / failed / too stale; state + reason
@@ -91,7 +92,7 @@ class WriteError(RmwatchError):
 
 
 class WriteRefusedError(WriteError):
-    """The configured write role forbids this write ("metadata write disabled")."""
+    """The configured write role forbids this write ("metadata write is disabled")."""
 
     status = 403
 
@@ -130,6 +131,16 @@ class NotLeaderError(WriteError):
     def __init__(self, message: str, *, leader: str | None = None) -> None:
         super().__init__(message)
         self.leader = leader
+
+
+class EtcdRefusedError(WriteError):
+    """etcd refused the write and said why (no space, too many requests, too large, auth
+    expired, no leader); ``status`` is the HTTP answer that names it, ``reason`` etcd's words."""
+
+    def __init__(self, message: str, *, status: int, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
 
 
 class DrainingError(WriteError):

@@ -202,8 +202,9 @@ def decode_controller(key: str, data: bytes) -> ControllerConfig:
 
 
 def encode_controller(config: ControllerConfig) -> bytes:
-    """Encode the controller config with PD's hyphenated keys."""
-    return _dumps(config.to_json_dict())
+    """Encode the controller config as PD stores it (json.Marshal of its ControllerConfig):
+    hyphenated keys, floats as Go writes them (``1``, ``0.0000152587890625``)."""
+    return go_json_dumps(config.to_json_dict())
 
 
 def decode_service_limit(key: str, data: bytes, keyspace_id: int) -> ServiceLimit:
@@ -239,6 +240,34 @@ def format_go_float(value: float) -> str:
     if len(digits) < 2 and sign == "+":
         digits = digits.rjust(2, "0")
     return f"{mantissa}e{sign}{digits}"
+
+
+def _go_encode(value: Any, out: list[str]) -> None:
+    if isinstance(value, dict):
+        out.append("{")
+        for i, (key, item) in enumerate(value.items()):
+            out.append("," if i else "")
+            out.append(json.dumps(str(key), ensure_ascii=False) + ":")
+            _go_encode(item, out)
+        out.append("}")
+    elif isinstance(value, list | tuple):
+        out.append("[")
+        for i, item in enumerate(value):
+            out.append("," if i else "")
+            _go_encode(item, out)
+        out.append("]")
+    elif isinstance(value, float):
+        out.append(format_go_float(value))
+    else:
+        out.append(json.dumps(value, ensure_ascii=False))
+
+
+def go_json_dumps(value: Any) -> bytes:
+    """``value`` as compact JSON with every float written as Go's encoding/json writes a
+    float64 (``format_go_float``): what PD stores and answers for the controller config."""
+    out: list[str] = []
+    _go_encode(value, out)
+    return "".join(out).encode()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -295,4 +324,5 @@ __all__ = [
     "encode_settings",
     "encode_states",
     "format_go_float",
+    "go_json_dumps",
 ]

@@ -6,7 +6,7 @@ RMTokenOnly an RM node):
     role          metadata (settings, controller, service limits)   states (tokens)
     LegacyAll     yes                                               yes
     PDMetaOnly    yes                                               no
-    RMTokenOnly   no ("metadata write disabled")                    yes
+    RMTokenOnly   no ("metadata write is disabled")                    yes
 
 The gate runs before anything touches etcd, so a refused write writes nothing.
 """
@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from rmwatch.errors import WriteRefusedError
 
-METADATA_REFUSED = "metadata write disabled"
+METADATA_REFUSED = "metadata write is disabled"  # PD: server/write_role.go:45
 STATES_REFUSED = "states write disabled"
 
 

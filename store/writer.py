@@ -58,6 +58,7 @@ from rmwatch.errors import (
     WriteRefusedError,
 )
 from rmwatch.store import codec
+from rmwatch.store.controller import DEFAULT_RU_VERSION, RUVersionPolicy
 from rmwatch.store.etcd import (
     Compare,
     EtcdClient,
@@ -69,6 +70,7 @@ from rmwatch.store.etcd import (
     is_transient,
     txn,
 )
+from rmwatch.store.etcd_refusal import etcd_refusal
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout
 from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.store.leadership import Leadership
@@ -242,18 +244,21 @@ class Writer:
     # ---- writes ------------------------------------------------------------------------
 
     def add_group(self, group: ResourceGroup) -> int:
-        """Create a group's settings; AlreadyExistsError if it exists. Returns the revision."""
+        """Store a group's settings, replacing any stored ones; returns the revision.
+
+        An upsert, as PD's ``addResourceGroup`` (keyspace_manager.go) persists the settings
+        whatever is stored: TiDB retries Add, so a second Add of the same group must succeed.
+        A blind put is safe to resend (the same bytes land again), so no guard is needed.
+        """
+        _refuse_raw_mode(group)
         key = self.layout.settings(group.name, group.effective_keyspace_id)
 
         def plan() -> _Plan:
             return _Plan("add_group", WriteKind.METADATA, key,
-                         puts={key: codec.encode_settings(group, base=b"")},
-                         guards={key: 0})  # fmt: skip
+                         puts={key: codec.encode_settings(group, base=b"")})  # fmt: skip
 
-        def lost(_: _LostRaceError) -> WriteError:
-            return AlreadyExistsError(f"resource group {group.name!r} already exists")
-
-        return self._run("add_group", WriteKind.METADATA, key, plan, lost=lost, retry_lost=False)
+        return self._run("add_group", WriteKind.METADATA, key, plan,
+                         lost=lambda _: None, retry_lost=False)  # fmt: skip
 
     def modify_group(self, group: ResourceGroup, *, expected_revision: int | None = None) -> int:
         """Apply new settings to an existing group, never touching its states (tokens).
@@ -264,6 +269,7 @@ class Writer:
         survive. With ``expected_revision`` (the settings key's mod_revision the caller saw)
         it is a strict compare-and-set: ConflictError with the current revision if it moved.
         """
+        _refuse_raw_mode(group)
         ks = group.effective_keyspace_id
         key = self.layout.settings(group.name, ks)
 
@@ -283,7 +289,7 @@ class Writer:
         def lost(exc: _LostRaceError) -> WriteError:
             current = exc.current.get(key, 0)
             if current == 0:
-                return NotFoundError(f"resource group {group.name!r} not found")
+                return group_not_found(group.name)
             return ConflictError(
                 f"resource group {group.name!r} changed concurrently: revision {current}",
                 current_revision=current,
@@ -296,14 +302,18 @@ class Writer:
         """Delete a group's settings and states in one txn; ``default`` is refused."""
         if name == DEFAULT_GROUP_NAME:
             check_write(self.role, WriteKind.METADATA)
-            raise ReservedGroupError("cannot delete reserved group 'default'")
+            # PD answers 500 with errs.ErrDeleteReservedGroup (keyspace_manager.go:295);
+            # rmwatch answers 403 (a refusal, not a server fault) with PD's text.
+            raise ReservedGroupError(
+                "[PD:resourcemanager:ErrDeleteReservedGroup]cannot delete reserved group"
+            )
         ks = _ks(keyspace_id)
         skey, tkey = self.layout.settings(name, ks), self.layout.states(name, ks)
 
         def plan() -> _Plan:
             revs = self._mod_revisions([skey, tkey])
             if revs[skey] == 0:
-                raise NotFoundError(f"resource group {name!r} not found")
+                raise group_not_found(name)
             return _Plan("delete_group", WriteKind.METADATA, skey, deletes=(skey, tkey),
                          guards=revs)  # fmt: skip
 
@@ -325,16 +335,7 @@ class Writer:
                     f"controller config changed: revision {rev}, expected {expected_revision}",
                     current_revision=rev,
                 )
-            try:
-                updated = config.with_updates(items)
-            except KeyError as exc:
-                raise InvalidInputError(str(exc.args[0]), "unknown controller config key") from None
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                where = ".".join(str(p) for p in err["loc"]) or "body"
-                raise InvalidInputError(where, err["msg"]) from None
-            except ValueError as exc:
-                raise InvalidInputError("request-unit", str(exc)) from None
+            updated = _controller_update(lambda: config.with_updates(items))
             return _Plan("update_controller", WriteKind.METADATA, key,
                          puts={key: codec.encode_controller(updated)},
                          guards={key: rev})  # fmt: skip
@@ -348,6 +349,29 @@ class Writer:
 
         return self._run("update_controller", WriteKind.METADATA, key, plan, lost=lost,
                          retry_lost=expected_revision is None)  # fmt: skip
+
+    def set_ru_version(self, keyspace_id: int, version: int) -> int:
+        """Set one keyspace's RU version in the controller config (PD's SetKeyspaceRUVersion,
+        pkg/mcs/resourcemanager/server/manager.go:246): an override, removed when ``version``
+        is the policy's default; a policy of default 1 is started when none is stored."""
+        if version <= 0:
+            raise InvalidInputError("ru_version", "ru_version must be positive")
+        key = self.layout.controller()
+
+        def plan() -> _Plan:
+            config, rev = self.get_controller_at()
+            policy = config.ru_version_policy or RUVersionPolicy(default=DEFAULT_RU_VERSION)
+            updated = _controller_update(
+                lambda: config.model_copy(
+                    update={"ru_version_policy": policy.with_keyspace(keyspace_id, version)}
+                )
+            )
+            return _Plan("set_ru_version", WriteKind.METADATA, key,
+                         puts={key: codec.encode_controller(updated)},
+                         guards={key: rev})  # fmt: skip
+
+        return self._run("set_ru_version", WriteKind.METADATA, key, plan,
+                         lost=lambda _: None, retry_lost=True)  # fmt: skip
 
     def set_service_limit(self, keyspace_id: int | None, value: float) -> int:
         """Set a keyspace's service limit (RU/s); negative, NaN or infinite is refused."""
@@ -426,7 +450,7 @@ class Writer:
                         continue
                     outcome = "ok"
                     return revision
-                raise AssertionError("unreachable")  # pragma: no cover
+                raise AssertionError("unreachable")  # pragma: no cover  # noqa: TRY301
         except WriteError as exc:
             outcome = _OUTCOMES.get(type(exc), "error")
             if isinstance(exc, WriteRefusedError):
@@ -435,9 +459,18 @@ class Writer:
         except InvalidInputError:
             outcome = "invalid"
             raise
-        except EtcdUnavailableError:
+        except EtcdUnavailableError as exc:
             outcome = "unavailable"
+            refusal = etcd_refusal(exc, op=op)  # retried until the deadline: name the cause
+            if refusal is not None:
+                raise refusal from exc
             raise
+        except Exception as exc:
+            refusal = etcd_refusal(exc, op=op)
+            if refusal is None:
+                raise
+            outcome = "etcd_refused"
+            raise refusal from exc
         finally:
             elapsed = time.monotonic() - started
             self.metrics.writes.labels(op=op, outcome=outcome).inc()
@@ -535,7 +568,7 @@ class Writer:
         if data is None:
             if name == DEFAULT_GROUP_NAME:
                 return default_group(ks).with_wire(b""), 0
-            raise NotFoundError(f"resource group {name!r} not found")
+            raise group_not_found(name)
         return codec.decode_settings(key, data), revs[key]
 
     def get_group(self, name: str, keyspace_id: int | None = None) -> GroupView:
@@ -550,7 +583,7 @@ class Writer:
         data = values[skey]
         if data is None:
             if name != DEFAULT_GROUP_NAME:
-                raise NotFoundError(f"resource group {name!r} not found")
+                raise group_not_found(name)
             group = default_group(ks)
         else:
             group = codec.decode_settings(skey, data)
@@ -637,10 +670,43 @@ class Writer:
         return keyspace_id
 
 
+def _controller_update(update: Callable[[], ControllerConfig]) -> ControllerConfig:
+    """``update()``, its failures as PD words them (400): an unknown key is PD's
+    ``config item <key> not found`` (metadataapi/config_service.go:430)."""
+    try:
+        return update()
+    except KeyError as exc:
+        item = str(exc.args[0])
+        raise InvalidInputError(item, f"config item {item} not found") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        raise InvalidInputError(where, err["msg"]) from None
+    except ValueError as exc:
+        raise InvalidInputError("controller", str(exc)) from None
+
+
+def _refuse_raw_mode(group: ResourceGroup) -> None:
+    """RawMode is not implemented in PD: loading a stored one panics ("no implementation",
+    pkg/mcs/resourcemanager/server/resource_group.go:240), so it is never stored (400)."""
+    if group.mode is GroupMode.RAW_MODE:
+        raise InvalidInputError("mode", "RawMode is not implemented in PD (no implementation)")
+
+
+def group_not_found(name: str) -> NotFoundError:
+    """PD's errs.ErrResourceGroupNotExists for ``name`` (pkg/errs/errno.go), HTTP 404."""
+    return NotFoundError(
+        f"[PD:resourcemanager:ErrGroupNotExists]the {name} resource group does not exist"
+    )
+
+
 def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
     """PD's PatchSettings: new settings onto the old group, tokens and stats untouched."""
     if new.mode != old.mode:
-        raise InvalidInputError("mode", "only support reconfigure in same mode")
+        raise InvalidInputError(
+            "mode",
+            "only support reconfigure in same mode, maybe you should delete and create a new one",
+        )
     update: dict[str, Any] = {
         "priority": new.priority,
         "runaway_settings": new.runaway_settings,
@@ -680,4 +746,4 @@ def parse_json_object(body: bytes, what: str = "body") -> Any:
         raise InvalidInputError(what, f"not valid JSON: {exc}") from None
 
 
-__all__ = ["DEFAULT_TIMEOUT", "GroupView", "Writer", "parse_json_object"]
+__all__ = ["DEFAULT_TIMEOUT", "GroupView", "Writer", "group_not_found", "parse_json_object"]

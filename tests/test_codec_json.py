@@ -179,6 +179,8 @@ class TestController:
                 "write-cost-per-byte": 1 / 1024,
                 "read-cpu-ms-cost": 1 / 3,
             },
+            "push-metrics-address": "",
+            "push-metrics-interval": "0s",
         }
         assert b'"enable-controller-trace-log":"false"' in encode_controller(ControllerConfig())
 
@@ -188,14 +190,15 @@ class TestController:
         assert config == ControllerConfig(ltb_max_wait_duration="1m")
 
     def test_unknown_keys_survive_update(self) -> None:
-        """push-metrics-address, ru-version-policy and an unknown request-unit key survive
-        decode, with_updates and encode."""
+        """push-metrics-address, ru-version-policy, an unknown key and an unknown
+        request-unit key survive decode, with_updates and encode."""
         data = json.dumps(
             {
                 "degraded-mode-wait-duration": "0s",
                 "push-metrics-address": "http://gw:9091",
                 "push-metrics-interval": "15s",
-                "ru-version-policy": {"default": 2, "overrides": [1, 2]},
+                "ru-version-policy": {"default": 2, "overrides": {"7": 1}},
+                "future-policy": {"default": 2, "overrides": [1, 2]},
                 "request-unit": {"read-base-cost": 0.125, "read-future-cost": 0.75},
             }
         ).encode()
@@ -204,7 +207,8 @@ class TestController:
         out = json.loads(encode_controller(updated))
         assert out["push-metrics-address"] == "http://gw:9091"
         assert out["push-metrics-interval"] == "15s"
-        assert out["ru-version-policy"] == {"default": 2, "overrides": [1, 2]}
+        assert out["ru-version-policy"] == {"default": 2, "overrides": {"7": 1}}
+        assert out["future-policy"] == {"default": 2, "overrides": [1, 2]}
         assert out["request-unit"]["read-future-cost"] == 0.75
         assert out["request-unit"]["read-base-cost"] == 0.5
         assert out["ltb-max-wait-duration"] == "10s"
@@ -212,9 +216,9 @@ class TestController:
 
     def test_unknown_keys_updatable(self) -> None:
         """An unknown key already stored can itself be updated through with_updates."""
-        config = decode_controller(CONTROLLER_KEY, b'{"ru-version-policy":"v1"}')
-        out = json.loads(encode_controller(config.with_updates({"ru-version-policy": "v2"})))
-        assert out["ru-version-policy"] == "v2"
+        config = decode_controller(CONTROLLER_KEY, b'{"future-policy":"v1"}')
+        out = json.loads(encode_controller(config.with_updates({"future-policy": "v2"})))
+        assert out["future-policy"] == "v2"
 
     def test_trace_log_bool_from_json(self) -> None:
         """A JSON bool true for the trace-log flag is re-encoded as the string "true"."""

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conformance_support import Services, running_services
 from fastapi.testclient import TestClient
 from harness import group_bytes, make_client, wait_until
 from hypothesis import HealthCheck, given, settings
@@ -57,10 +58,23 @@ GROUPISH = st.fixed_dictionaries(
                                          st.integers(-(2**64), 2**64) | JSON)})}),
     },
 )  # fmt: skip
+DEEP = st.integers(1, 60_000).map(lambda n: b"[" * n + b"]" * n) | st.integers(1, 60_000).map(
+    lambda n: b'{"name":' + b'{"a":' * n + b"1" + b"}" * n + b"}"
+)
+HUGE_NUMBERS = st.integers(300, 6_000).map(lambda n: b'{"name":"g1","priority":' + b"9" * n + b"}")
+NON_FINITE = st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e400", b"-1e999"]).map(
+    lambda v: b'{"name":"g1","service_limit":' + v + b',"priority":' + v + b"}"
+)
+BAD_UTF8 = st.binary(min_size=1, max_size=8).map(lambda b: b'{"name":"g\xff' + b + b'"}')
+DUPLICATES = st.sampled_from(["name", "keyspace_id", "service_limit", "priority"]).map(
+    lambda k: f'{{"{k}":1,"{k.upper()}":2,"{k}":{{"value":3}}}}'.encode()
+)
+HOSTILE = DEEP | HUGE_NUMBERS | NON_FINITE | BAD_UTF8 | DUPLICATES
 BODY = (
     GROUPISH.map(lambda d: json.dumps(d, allow_nan=True).encode())
     | JSON.map(lambda d: json.dumps(d, allow_nan=True).encode())
     | st.binary(max_size=200)
+    | HOSTILE
 )
 PARAM_VALUES = st.text(max_size=12) | st.integers(-5, 2**33).map(str)
 PARAMS = st.dictionaries(
@@ -80,11 +94,14 @@ WRITER_ROUTES = st.one_of(
     st.tuples(st.sampled_from(["GET", "POST"]), st.just("/config/keyspace/service-limit")),
     st.tuples(st.sampled_from(["GET", "POST"]),
               NAME.map(lambda n: f"/config/keyspace/service-limit/{n}")),
+    st.tuples(st.just("GET"), st.just("/config")),
+    st.tuples(st.just("POST"), NAME.map(lambda n: f"/config/controller/ru-version/{n}")),
 )  # fmt: skip
 SIDECAR_ROUTES = st.one_of(
     NAME.map(lambda n: f"/config/group/{n}"),
     st.just("/config/groups"),
     st.just("/config/controller"),
+    st.just("/config"),
     st.just("/config/keyspace/service-limit"),
     NAME.map(lambda n: f"/config/keyspace/service-limit/{n}"),
 )
@@ -202,3 +219,84 @@ def test_bad_values_are_contained(etcd_endpoints: list[str], root_prefix: str) -
             again = {e["key"] for e in second.status()["decode_errors"]}
             assert again == expected - {layout.settings("proto")}, again
         time.sleep(0)
+
+
+# ---- hostile bodies on both services, over real HTTP -------------------------------------------
+
+WRITE_ROUTES = [
+    ("POST", "/config/group"),
+    ("PUT", "/config/group"),
+    ("POST", "/config/controller"),
+    ("POST", "/config/keyspace/service-limit"),
+    ("POST", "/config/controller/ru-version/ks1"),
+]
+NAMED_HOSTILE = [
+    ("deep", b"[" * 100_000 + b"]" * 100_000, "exceeded max depth"),
+    ("deep_object", b'{"name":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001, "max depth"),
+    ("5000_digits", b'{"name":"g1","service_limit":' + b"9" * 5_000 + b"}", "out of range"),
+    ("nan", b'{"name":"g1","service_limit":NaN}', "NaN is not valid JSON"),
+    ("infinity", b'{"name":"g1","service_limit":-Infinity}', "-Infinity is not valid JSON"),
+    ("1e400", b'{"name":"g1","service_limit":1e400}', "out of range of float64"),
+    ("invalid_utf8", b'{"name":"g\xff\xfe1"}', "invalid UTF-8"),
+    ("not_json", b'{"name":', "not valid JSON"),
+]
+
+
+@pytest.fixture
+def services(etcd_endpoints: list[str], root_prefix: str) -> Iterator[Services]:
+    """The writer's app and the replica's sidecar (forwarding to it) over real HTTP."""
+    with running_services(etcd_endpoints, root_prefix) as both:
+        yield both
+
+
+class TestHostileBodies:
+    """Hostile bodies answer 4xx naming the problem on the writer AND the replica's sidecar
+    (which forwards writes to the writer), never a 5xx or a broken connection."""
+
+    @pytest.mark.parametrize(("method", "path"), WRITE_ROUTES)
+    @pytest.mark.parametrize(("shape", "body", "named"), NAMED_HOSTILE,
+                             ids=[h[0] for h in NAMED_HOSTILE])  # fmt: skip
+    def test_named_4xx(self, services: Services, method: str, path: str, shape: str,
+                       body: bytes, named: str) -> None:  # fmt: skip
+        """Each shape is a 400 whose text names it, on both services."""
+        for service, r in services.both(method, path, content=body).items():
+            assert r.status_code == 400, (service, shape, r.status_code, r.text[:200])
+            assert named in r.text, (service, shape, r.text[:300])
+
+    def test_duplicate_keyspace_id(self, services: Services) -> None:
+        """A duplicated ``keyspace_id`` is 400, as PD refuses it (PD:
+        pkg/mcs/resourcemanager/metadataapi/config_service.go:229); other duplicates take the
+        last value, as Go's encoding/json does."""
+        raw = b'{"name":"g1","keyspace_id":{"value":1},"keyspace_id":{"value":2}}'
+        for service, r in services.both("POST", "/config/group", content=raw).items():
+            assert r.status_code == 400, service
+            assert "keyspace_id must be set only once" in r.text, service
+
+    @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+    def test_oversize_is_413_on_both(self, services: Services, chunked: bool) -> None:
+        """2 MiB (over the 1 MiB limit) answers 413 on both, with and without Content-Length:
+        the rest of the body is read and dropped first, so the client reads the answer
+        instead of a broken pipe."""
+        blob = b'{"name":"' + b"x" * (2 * 1024 * 1024) + b'"}'
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(blob), 64 * 1024):
+                yield blob[start : start + 64 * 1024]
+
+        for service in ("writer", "replica"):
+            client = services.writer if service == "writer" else services.replica
+            r = client.post(PREFIX + "/config/group", content=chunks() if chunked else blob)
+            assert r.status_code == 413, (service, r.status_code, r.text[:200])
+            assert "request body over 1048576 bytes" in r.text, service
+
+    def test_chunked_body_accepted(self, services: Services) -> None:
+        """A well-formed chunked body (no Content-Length) is read whole on both."""
+        body = json.dumps({"name": "g1", "mode": 1, "priority": 3}).encode()
+
+        def chunks() -> Iterator[bytes]:
+            yield from (body[i : i + 5] for i in range(0, len(body), 5))
+
+        for service in ("writer", "replica"):
+            client = services.writer if service == "writer" else services.replica
+            r = client.post(PREFIX + "/config/group", content=chunks())
+            assert (r.status_code, r.text) == (200, "Success!"), service

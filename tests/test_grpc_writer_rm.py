@@ -172,7 +172,7 @@ class TestGates:
                             pb.PutResourceGroupRequest(group=_group("r"))
                         )
                     assert _code(exc) == grpc.StatusCode.PERMISSION_DENIED
-                    assert "metadata write disabled" in exc.value.details()
+                    assert "metadata write is disabled" in exc.value.details()
                 assert raw_get(writer_node.client, writer_node.layout.settings("r")) == (None, 0)
             finally:
                 server.stop(0.5)

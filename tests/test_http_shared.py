@@ -184,7 +184,7 @@ ERRORS: list[tuple[Exception, Mapped]] = [
     (BodyTooLargeError(1024), Mapped(413, "request body over 1024 bytes")),
     (InvalidInputError("priority", "must be at most 16"),
      Mapped(400, "invalid priority: must be at most 16")),
-    (WriteRefusedError("metadata write disabled"), Mapped(403, "metadata write disabled")),
+    (WriteRefusedError("metadata write is disabled"), Mapped(403, "metadata write is disabled")),
     (ReservedGroupError("cannot delete reserved group"),
      Mapped(403, "cannot delete reserved group")),
     (NotFoundError("resource group not found"), Mapped(404, "resource group not found")),

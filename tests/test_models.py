@@ -38,6 +38,9 @@ PD_CONTROLLER_DEFAULTS: dict[str, Any] = {
         "write-cost-per-byte": 1 / 1024,
         "read-cpu-ms-cost": 1 / 3,
     },
+    # PD: pkg/mcs/resourcemanager/server/config.go:178,181 (HEAD a186e0c) -- always present.
+    "push-metrics-address": "",
+    "push-metrics-interval": "0s",
 }
 
 
@@ -318,11 +321,15 @@ class TestGoDuration:
         """parse_go_duration returns the duration in seconds."""
         assert parse_go_duration(text) == pytest.approx(seconds)
 
-    @pytest.mark.parametrize("text", ["1m30s", "250ms", "1h", "0"])
-    def test_accepted_in_config(self, text: str) -> None:
-        """Valid Go durations are accepted in the controller config and kept verbatim."""
+    @pytest.mark.parametrize(
+        ("text", "shown"),
+        [("1m30s", "1m30s"), ("90s", "1m30s"), ("250ms", "250ms"), ("1h", "1h0m0s"), ("0", "0s")],
+    )
+    def test_accepted_in_config(self, text: str, shown: str) -> None:
+        """Valid Go durations are accepted and normalised as Go's Duration.String() prints
+        them (PD's typeutil.Duration marshals String())."""
         config = ControllerConfig.model_validate({"ltb-max-wait-duration": text})
-        assert config.ltb_max_wait_duration == text
+        assert config.ltb_max_wait_duration == shown
 
     @pytest.mark.parametrize(
         "text", ["30", "abc", "", "1x", "s", "1 s", "1s ", "30s\n", "٣s", "1.2.3s", "."]
@@ -355,19 +362,22 @@ class TestControllerUpdates:
     def test_top_level_key(self) -> None:
         """A top-level key updates that field and nothing else."""
         updated = ControllerConfig().with_updates({"ltb-max-wait-duration": "1m"})
-        expected = dict(PD_CONTROLLER_DEFAULTS, **{"ltb-max-wait-duration": "1m"})
+        expected = dict(PD_CONTROLLER_DEFAULTS, **{"ltb-max-wait-duration": "1m0s"})
         assert updated.to_json_dict() == expected
 
     def test_trace_log_bool_update(self) -> None:
-        """Updating the trace-log flag with a JSON bool stores the string "true"."""
-        updated = ControllerConfig().with_updates({"enable-controller-trace-log": True})
+        """A bare JSON bool for the trace-log flag is refused, as Go's ``,string`` option
+        refuses it (PD: server/config.go:175); the string "true" is taken."""
+        with pytest.raises(ValueError, match="string"):
+            ControllerConfig().with_updates({"enable-controller-trace-log": True})
+        updated = ControllerConfig().with_updates({"enable-controller-trace-log": "true"})
         assert updated.to_json_dict()["enable-controller-trace-log"] == "true"
 
     def test_request_unit_object_update(self) -> None:
-        """A request-unit object updates the named children only."""
-        updated = ControllerConfig().with_updates({"request-unit": {"write-base-cost": 3}})
-        assert updated.request_unit.write_base_cost == 3
-        assert updated.request_unit.read_base_cost == 0.125
+        """A nested request-unit object is refused as PD refuses it: no child of
+        RequestUnitConfig is named request-unit (PD: server/manager.go:525)."""
+        with pytest.raises(KeyError, match="request-unit"):
+            ControllerConfig().with_updates({"request-unit": {"write-base-cost": 3}})
 
     def test_several_keys_at_once(self) -> None:
         """Several top-level and child keys in one map are all applied."""
@@ -403,8 +413,8 @@ class TestControllerUpdates:
         assert original.to_json_dict() == PD_CONTROLLER_DEFAULTS
 
     def test_request_unit_must_be_object(self) -> None:
-        """A request-unit value that is not an object is refused."""
-        with pytest.raises(ValueError, match="request-unit"):
+        """A request-unit value that is not an object is refused (as any request-unit)."""
+        with pytest.raises(KeyError, match="request-unit"):
             ControllerConfig().with_updates({"request-unit": 1})
 
     def test_stored_extras_kept_and_updatable(self) -> None:
@@ -412,7 +422,7 @@ class TestControllerUpdates:
         stored = ControllerConfig.model_validate(
             {
                 "push-metrics-address": "http://gw:9091",
-                "ru-version-policy": {"v": 2},
+                "future-policy": {"v": 2},
                 "request-unit": {"read-base-cost": 0.5, "future-cost": 7},
             }
         )
@@ -421,7 +431,7 @@ class TestControllerUpdates:
         )
         out = updated.to_json_dict()
         assert out["push-metrics-address"] == "http://other:9091"
-        assert out["ru-version-policy"] == {"v": 2}
+        assert out["future-policy"] == {"v": 2}
         assert out["request-unit"]["future-cost"] == 8
         assert out["request-unit"]["read-base-cost"] == 0.5
         assert stored.to_json_dict()["push-metrics-address"] == "http://gw:9091"

@@ -166,12 +166,10 @@ class TestControllerAndServiceLimit:
     def test_service_limits(
         self, sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
     ) -> None:
-        """The null keyspace's and a named keyspace's limit; 404 if unset or no keyspace (PD)."""
-        missing = sidecar.get(f"{API}/config/keyspace/service-limit")
-        assert missing.status_code == 404
-        assert missing.text == (
-            f"keyspace manager not found with keyspace name: , id: {NULL_KEYSPACE_ID}"
-        )
+        """The null keyspace's and a named keyspace's limit; 0 if unset, 404 if no keyspace
+        (PD: metadataapi/config_service.go:473-487)."""
+        unset = sidecar.get(f"{API}/config/keyspace/service-limit")
+        assert (unset.status_code, unset.json()["service_limit"]) == (200, 0)
         put_keyspace(etcd_client, layout, "ks1", 7)
         _put(etcd_client, layout.service_limit(NULL_KEYSPACE_ID),
              codec.encode_service_limit(ServiceLimit(service_limit=100.0)))  # fmt: skip
@@ -320,6 +318,6 @@ class TestForbiddenForwardHeader:
         headers = {FORBIDDEN_FORWARD_HEADER: "true"}
         response = sidecar.get(f"{API}/config/controller", headers=headers)
         assert response.status_code == 404
-        assert response.text == "404 page not found"
+        assert response.text == "404 page not found\n"
         other = sidecar.get(f"{API}/config/controller", headers={FORBIDDEN_FORWARD_HEADER: "no"})
         assert other.status_code == 200

@@ -63,17 +63,18 @@ class TestGroupRoutes:
         """Add answers 200 "Success!" with X-Revision equal to the key's mod_revision."""
         r = served.http.post("/config/group", json=group_body("g1"), headers=AUTH)
         assert r.status_code == 200
-        assert r.json() == "Success!"
+        assert r.text == "Success!"
         assert int(r.headers["X-Revision"]) == served.mod_revision(
             served.node.layout.settings("g1")
         )
 
-    def test_add_existing_is_400(self, served: Served) -> None:
-        """A second add of the same group is 400, as in PD."""
+    def test_add_existing_upserts(self, served: Served) -> None:
+        """A second add of the same group is 200 ``Success!``: PD upserts (TiDB retries Add)."""
         served.http.post("/config/group", json=group_body("g1"), headers=AUTH)
-        r = served.http.post("/config/group", json=group_body("g1"), headers=AUTH)
-        assert r.status_code == 400
-        assert "already exists" in r.text
+        r = served.http.post("/config/group", json=group_body("g1", fill=7), headers=AUTH)
+        assert (r.status_code, r.text) == (200, "Success!")
+        got = served.http.get("/config/group/g1").json()
+        assert got["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 7
 
     def test_bad_priority_names_field(self, served: Served) -> None:
         """A priority over 16 is 400 naming the field."""
@@ -215,8 +216,10 @@ class TestConfigRoutes:
         assert got["request-unit"]["read-base-cost"] == 0.25
 
     def test_service_limit(self, served: Served) -> None:
-        """POST/GET service limits of the null keyspace and of a named keyspace."""
-        assert served.http.get("/config/keyspace/service-limit").status_code == 404
+        """POST/GET service limits of the null keyspace and of a named keyspace; nothing
+        stored reads 0, as PD (metadataapi/config_service.go:480)."""
+        unset = served.http.get("/config/keyspace/service-limit")
+        assert (unset.status_code, unset.json()["service_limit"]) == (200, 0)
         r = served.http.post("/config/keyspace/service-limit", json={"service_limit": 100},
                              headers=AUTH)  # fmt: skip
         assert r.status_code == 200
@@ -284,7 +287,7 @@ class TestProtection:
             with httpx.Client(base_url=node.address + PREFIX) as http:
                 r = http.post("/config/group", json=group_body("g1"))
                 assert r.status_code == 403
-                assert r.text == "metadata write disabled"
+                assert r.text == "metadata write is disabled"
                 r = http.post("/config/keyspace/service-limit", json={"service_limit": 1})
                 assert r.status_code == 403
             assert raw_get(node.client, node.layout.settings("g1"))[0] is None

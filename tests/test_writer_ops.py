@@ -10,7 +10,6 @@ import pytest
 from writer_support import WriterNode, node, nodes, raw_get
 
 from rmwatch.errors import (
-    AlreadyExistsError,
     ConflictError,
     DecodeError,
     InvalidInputError,
@@ -100,7 +99,7 @@ class TestRoles:
                         run()
                     assert info.value.status == 403
                     if op in self.METADATA:
-                        assert str(info.value) == "metadata write disabled"
+                        assert str(info.value) == "metadata write is disabled"
                     assert {k: raw_get(seed.client, k) for k in keys} == before
 
 
@@ -119,12 +118,13 @@ class TestGroups:
         assert view.mod_revision == rev
         assert view.states is None
 
-    def test_add_existing_fails(self, node: WriterNode) -> None:
-        """Adding a group twice raises AlreadyExistsError and keeps the first value."""
-        rev = node.writer.add_group(ru_group("g1"))
-        with pytest.raises(AlreadyExistsError):
-            node.writer.add_group(ru_group("g1", fill=9))
-        assert raw_get(node.client, node.layout.settings("g1"))[1] == rev
+    def test_add_existing_upserts(self, node: WriterNode) -> None:
+        """Adding a group twice stores the second value, as PD's addResourceGroup persists
+        whatever is stored (pkg/mcs/resourcemanager/server/keyspace_manager.go:252)."""
+        first = node.writer.add_group(ru_group("g1"))
+        second = node.writer.add_group(ru_group("g1", fill=9))
+        assert second > first
+        assert node.writer.get_group("g1").group == ru_group("g1", fill=9)
 
     def test_keyspace_keys(self, node: WriterNode) -> None:
         """Keyspace 0 uses keyspace keys; the null keyspace the legacy ones."""

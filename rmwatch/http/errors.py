@@ -10,7 +10,8 @@ BodyTooLargeError          413   ``request body over <limit> bytes``
 InvalidInputError          400   ``invalid <field>: <reason>``
 ConflictError              409   the message and ``current revision <n>``; ``X-Revision: n``
 WriteError subclasses      own   the message: WriteRefusedError 403, NotFoundError 404,
-                                 AlreadyExistsError 400 (as PD), NotLeader/Draining 503
+                                 AlreadyExistsError 400, NotLeader/Draining 503,
+                                 EtcdRefusedError its own (507/429/413/503)
 NotReadyError              503   JSON ``{"state", "reason", "revision"}``
 RevisionTimeoutError       504   JSON ``{"error", "min_revision", "revision"}``;
                                  ``X-Revision`` = the revision reached

@@ -9,7 +9,7 @@ against the line of PD's code it comes from.
 from __future__ import annotations
 
 from fastapi import Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 
 PREFIX = "/resource-manager/api/v1"
 """The path every PD resource-manager route sits under."""
@@ -27,9 +27,10 @@ def text(status: int, message: str, headers: dict[str, str] | None = None) -> Re
 
 
 def write_success(revision: int) -> Response:
-    """A committed write: PD's JSON string ``"Success!"``, and ``X-Revision`` = the commit's
-    revision (an rmwatch addition: read your writes with ``?min_revision=``)."""
-    return JSONResponse("Success!", headers={"X-Revision": str(revision)})
+    """A committed write: PD's ``c.String(200, "Success!")`` -- 8 bytes of text/plain, no JSON
+    quotes -- and ``X-Revision`` = the commit's revision (an rmwatch addition: read your
+    writes with ``?min_revision=``)."""
+    return PlainTextResponse("Success!", headers={"X-Revision": str(revision)})
 
 
 __all__ = ["PREFIX", "text", "with_stats", "write_success"]

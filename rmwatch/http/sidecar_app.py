@@ -32,16 +32,19 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rmwatch.errors import InvalidInputError, NotReadyError, RevisionTimeoutError, RmwatchError
 from rmwatch.http import pdjson
+from rmwatch.http import service_limit as limits
 from rmwatch.http.errors import Refusal, error_response
 from rmwatch.http.fast_group_read import GROUP_ROUTE, FastGroupRead
+from rmwatch.http.forbidden_forward import FORBIDDEN_FORWARD_HEADER, ForbiddenForwardGuard
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
+from rmwatch.http.gojson import GoJSONResponse
 from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
 from rmwatch.http.metrics import RequestTracker, SidecarMetrics, render
 from rmwatch.http.pd import PREFIX, text, with_stats
+from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.server_drain import ServerDrain
 from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, SidecarForwarder
 from rmwatch.store.keys import NULL_KEYSPACE_ID
@@ -49,7 +52,6 @@ from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.revision_wait import RevisionWaiter
 
-FORBIDDEN_FORWARD_HEADER = "X-Forbidden-Forward-To-Microservice"
 DEFAULT_MIN_REVISION_TIMEOUT = 5.0
 DRAINING_REASON = "draining: the sidecar is shutting down"
 
@@ -192,36 +194,9 @@ def create_sidecar_app(
     # a fast answer is refused, drained and counted exactly like a routed one.
     group_route = _route_of(router, GROUP_ROUTE, "GET")
     app.add_middleware(FastGroupRead, replica=replica, route=group_route)
-    app.add_middleware(_ForbiddenForwardGuard, reads=reads)
+    app.add_middleware(ForbiddenForwardGuard, stamp=reads.refused)
     app.add_middleware(RequestTracker, metrics=metrics, drain=drain)  # outermost: sees all
     return app
-
-
-class _ForbiddenForwardGuard:
-    """ASGI middleware: PD's RM fallback handler answers ``http.NotFound`` to any request under
-    the prefix whose ``X-Forbidden-Forward-To-Microservice`` header is exactly ``"true"``.
-
-    A plain ASGI check rather than a router dependency, so that the routes need no FastAPI
-    per-request dependency solving (they read ``request.path_params`` themselves).
-    """
-
-    _HEADER = FORBIDDEN_FORWARD_HEADER.lower().encode()
-    _PREFIX = PREFIX + "/"
-
-    def __init__(self, app: ASGIApp, *, reads: _Reads) -> None:
-        self.app = app
-        self.reads = reads
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"].startswith(self._PREFIX)
-            and (self._HEADER, b"true") in scope["headers"]
-        ):
-            response = self.reads.refused(text(404, "404 page not found"))
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
 
 
 def _route_of(router: APIRouter, path: str, method: str) -> Any:
@@ -268,18 +243,25 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
     async def get_controller(request: Request) -> Response:
         """The controller config; PD's defaults when none is stored."""
         snap = await reads.snapshot(request)
-        return reads.answer(pdjson.controller_json(snap.controller()), snap)
+        body = pdjson.controller_json(snap.controller())
+        return GoJSONResponse(body, headers=reads.headers(snap.revision))
+
+    @router.get("/config")
+    async def get_config(request: Request) -> Response:
+        """The RM config (``rmwatch.http.rm_config``: PD's shape, what rmwatch knows)."""
+        snap = await reads.snapshot(request)
+        controller = pdjson.controller_json(snap.controller())
+        body = rm_config_json(controller, name="rmwatch-replica")
+        return GoJSONResponse(body, headers=reads.headers(snap.revision))
 
     async def service_limit(request: Request, name: str | None) -> Response:
         keyspace = await reads.keyspace(request, name)
         snap = await reads.snapshot(request)
         limit = snap.service_limit(keyspace)
-        if limit is None:
-            # PD's words for a keyspace without a limiter.
-            message = (f"keyspace manager not found with keyspace name: {name or ''}, "
-                       f"id: {keyspace}")  # fmt: skip
-            raise Refusal(_stamped(text(404, message), reads, snap))
-        return reads.answer(pdjson.service_limit_json(limit), snap)
+        # A keyspace that exists (the name resolved; the null keyspace always does) answers
+        # 200 with 0 when nothing is stored, as PD (config_service.go:480).
+        value = None if limit is None else limit.service_limit
+        return reads.answer(limits.limit_json(value), snap)
 
     @router.get("/config/keyspace/service-limit")
     async def get_service_limit(request: Request) -> Response:
@@ -296,6 +278,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         ("/config/group", ["POST", "PUT"]),
         ("/config/group/{name}", ["DELETE"]),
         ("/config/controller", ["POST"]),
+        ("/config/controller/ru-version/{keyspace_name}", ["POST"]),
         ("/config/keyspace/service-limit", ["POST"]),
         ("/config/keyspace/service-limit/{keyspace_name}", ["POST"]),
     ]

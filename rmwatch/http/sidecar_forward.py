@@ -93,20 +93,22 @@ class SidecarForwarder:
             self.metrics.forwarded.labels("refused").inc()
             return text(508, "write already forwarded by a sidecar: the writer URL points at "
                              "a sidecar, not a writer")  # fmt: skip
-        address, where = await self.leader()
-        if not self.enabled:
-            self.metrics.forwarded.labels("refused").inc()
-            target = f"send it to the {where}" if address else f"and {where}"
-            return text(403, "metadata write disabled: this read-only replica sidecar does not "
-                             f"forward writes; {target}")  # fmt: skip
-        if address is None:
-            self.metrics.forwarded.labels("no_leader").inc()
-            return text(503, f"cannot forward the write: {where}")
+        # The body first: whatever the answer, the client must be able to finish sending
+        # (an answer sent while it still sends ends in a broken pipe on its side).
         try:
             body = await read_body(request, self.max_body)
         except BodyTooLargeError as exc:
             self.metrics.forwarded.labels("refused").inc()
             return error_response(exc)
+        address, where = await self.leader()
+        if not self.enabled:
+            self.metrics.forwarded.labels("refused").inc()
+            target = f"send it to the {where}" if address else f"and {where}"
+            return text(403, "metadata write is disabled: this read-only replica sidecar does not "
+                             f"forward writes; {target}")  # fmt: skip
+        if address is None:
+            self.metrics.forwarded.labels("no_leader").inc()
+            return text(503, f"cannot forward the write: {where}")
         try:
             return await self._send(request, body, address)
         except httpx.HTTPError as exc:

@@ -1,11 +1,12 @@
 """The writer's HTTP API: PD's resource-manager routes, bodies and status codes.
 
 Routes live under PD's prefix (``rmwatch.http.pd.PREFIX``). Success of a write answers 200 with
-the JSON string ``"Success!"`` and ``X-Revision: <commit revision>``; errors are plain text
+PD's 8 bytes of text/plain ``Success!`` and ``X-Revision: <commit revision>``; errors are plain text
 with PD's codes (``rmwatch.http.errors``): 400 bad body (naming the field), 401 missing/wrong
 bearer token, 403 role refuses it, 404 group/keyspace/limit missing, 409 compare-and-set lost
 (``X-Revision`` = the current revision), 413 body over ``max_body``, 500 other, 503 no leader
-reachable or etcd unavailable.
+reachable or etcd unavailable; etcd's own refusals are named (``rmwatch.store.etcd_refusal``).
+Bodies are decoded as PD decodes them (``rmwatch.http.gojson``, ``rmwatch.http.group_body``).
 
 A writer that is not the leader, or is draining, forwards the write to the leader found in
 etcd (``rmwatch.http.writer_forward``); the leader's answer is returned unchanged.
@@ -23,7 +24,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import SecretStr, ValidationError
+from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
 from rmwatch.errors import (
@@ -33,16 +34,23 @@ from rmwatch.errors import (
     NotLeaderError,
     RmwatchError,
 )
-from rmwatch.http import pdjson
+from rmwatch.http import gojson, pdjson
+from rmwatch.http import service_limit as limits
 from rmwatch.http.body import read_body
 from rmwatch.http.direct_routes import DirectRoutes, direct_routes
 from rmwatch.http.errors import Refusal, error_response
+from rmwatch.http.forbidden_forward import ForbiddenForwardGuard
 from rmwatch.http.forward import ForwardClient
+from rmwatch.http.gojson import GoJSONResponse
+from rmwatch.http.group_body import parse_group_body
 from rmwatch.http.keyspace import request_keyspace
 from rmwatch.http.pd import PREFIX, text, with_stats, write_success
+from rmwatch.http.rm_config import rm_config_json
+from rmwatch.http.ru_version import ru_version_body
 from rmwatch.http.writer_forward import FORWARD_TIMEOUT, FORWARD_WAIT, WriterForwarder
+from rmwatch.store.keys import NULL_KEYSPACE_ID
 from rmwatch.store.models import ResourceGroup
-from rmwatch.store.writer import Writer, parse_json_object
+from rmwatch.store.writer import Writer
 from rmwatch.store.writer_drain import Drainer
 
 MAX_BODY = 1024 * 1024
@@ -116,19 +124,10 @@ class _Api:
         return await request_keyspace(request, self._lookup, name)
 
     async def parse_group(self, request: Request, body: bytes) -> ResourceGroup:
-        """The group in a POST/PUT body, in the request's keyspace when one is named."""
-        data = parse_json_object(body)
-        if not isinstance(data, dict):
-            raise InvalidInputError("body", "must be a JSON object (a resource group)")
+        """The group in a POST/PUT body (``rmwatch.http.group_body``: as PD decodes it), in
+        the request's keyspace when one is named."""
         keyspace = await self.keyspace(request)
-        if keyspace is not None:
-            data = {**data, "keyspace_id": keyspace}
-        try:
-            return ResourceGroup.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "body"
-            raise InvalidInputError(where, err["msg"]) from None
+        return parse_group_body(body, keyspace)
 
     # ---- writes --------------------------------------------------------------------------
 
@@ -179,6 +178,8 @@ def create_writer_app(
     _ops_routes(app, api)
     # The fixed-path fast path, over the routes just registered (rmwatch.http.direct_routes).
     app.add_middleware(DirectRoutes, routes=direct_routes(app))
+    # Outside the fast path, so a guarded request is refused before any route answers it.
+    app.add_middleware(ForbiddenForwardGuard)
     return app
 
 
@@ -248,8 +249,8 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
     async def get_controller(request: Request) -> Response:
         """The controller config (PD's defaults when never written)."""
         config, revision = await run_in_threadpool(writer.get_controller_at)
-        return JSONResponse(pdjson.controller_json(config),
-                            headers={"X-Revision": str(revision)})  # fmt: skip
+        return GoJSONResponse(pdjson.controller_json(config),
+                              headers={"X-Revision": str(revision)})  # fmt: skip
 
     @app.post(f"{PREFIX}/config/controller")
     @guarded
@@ -257,27 +258,48 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
         """Apply a map of controller keys, all or nothing."""
         api.check_auth(request)
         body = await api.read_body(request)
-        items = parse_json_object(body)
+        items = gojson.loads(body)
         if not isinstance(items, dict):
             raise InvalidInputError("body", "must be a JSON object of controller keys")
         return await api.write(request, body, lambda: writer.update_controller(items))
 
+    @app.get(f"{PREFIX}/config")
+    @guarded
+    async def get_config(request: Request) -> Response:
+        """The RM config (``rmwatch.http.rm_config``: PD's shape, what rmwatch knows)."""
+        config, revision = await run_in_threadpool(writer.get_controller_at)
+        body = rm_config_json(pdjson.controller_json(config), name="rmwatch-writer")
+        return GoJSONResponse(body, headers={"X-Revision": str(revision)})
+
+    @app.post(f"{PREFIX}/config/controller/ru-version/{{keyspace_name}}")
+    @guarded
+    async def set_ru_version(request: Request) -> Response:
+        """Set a keyspace's RU version (PD: apis/v1/api.go:305)."""
+        api.check_auth(request)
+        try:
+            keyspace = await api.keyspace(request, request.path_params["keyspace_name"])
+        except NotFoundError as exc:
+            raise Refusal(text(400, str(exc))) from None  # PD answers a lookup failure 400
+        body = await api.read_body(request)
+        version = ru_version_body(body)
+        ks = NULL_KEYSPACE_ID if keyspace is None else keyspace
+        return await api.write(request, body, lambda: writer.set_ru_version(ks, version))
+
     async def set_limit(request: Request, name: str | None) -> Response:
         api.check_auth(request)
-        body = await api.read_body(request)
-        data = parse_json_object(body)
-        if not isinstance(data, dict) or "service_limit" not in data:
-            raise InvalidInputError("service_limit", 'required (body {"service_limit": f})')
-        value = data["service_limit"]
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidInputError("service_limit", "must be a number")
         keyspace = await api.keyspace(request, name)
+        body = await api.read_body(request)
+        value = limits.parse_limit_body(body)
         return await api.write(request, body, lambda: writer.set_service_limit(keyspace, value))
 
     async def get_limit(request: Request, name: str | None) -> Response:
         keyspace = await api.keyspace(request, name)
-        limit = await run_in_threadpool(writer.get_service_limit, keyspace)
-        return JSONResponse(pdjson.service_limit_json(limit))
+        try:
+            limit = await run_in_threadpool(writer.get_service_limit, keyspace)
+        except NotFoundError:
+            # PD: a keyspace that exists answers 200 with 0 (config_service.go:480).
+            return JSONResponse(limits.limit_json(None))
+        return JSONResponse(limits.limit_json(limit.service_limit))
 
     @app.post(f"{PREFIX}/config/keyspace/service-limit")
     @guarded

@@ -1,0 +1,204 @@
+"""Request bodies decoded as Go's encoding/json decodes them into PD's structs, safely.
+
+PD reads every body with Go's encoding/json (gin's ``ShouldBindJSON``, or ``json.Unmarshal``
+in ``decodeResourceGroup``), so a PD client may rely on its rules:
+
+- object keys match struct fields case-insensitively (an exact match first);
+- unknown fields are ignored; of duplicate keys the last one wins;
+- a JSON type that does not fit the field (a string for a number, ``1.5`` for an integer, a
+  number out of the field's range) fails the whole body.
+
+Python's ``json`` would also take bodies Go refuses, and fail on some in ways that escaped
+as 500: ``NaN``/``Infinity`` (not JSON), a 5,000-digit integer (``ValueError`` from Python's
+int-digit limit) and 100,000 nested arrays (``RecursionError``). Each is answered here as an
+``InvalidInputError`` (400) naming the problem. Go stops at 10,000 levels of nesting
+(encoding/json's ``maxNestingDepth``); bodies are at most 1 MiB, and nothing PD takes nests
+deeper than 5 levels, so the lower Python recursion bound refuses nothing PD would accept.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from enum import IntEnum
+from typing import Any, Union
+
+from pydantic import BaseModel
+from starlette.responses import Response
+
+from rmwatch.errors import InvalidInputError
+from rmwatch.store.codec import go_json_dumps
+
+MAX_NUMBER_DIGITS = 400
+"""Longest number literal taken: float64 needs at most ~25 significant digits plus an
+exponent, so longer literals are refused before Python parses them (its int parser is
+quadratic, and refuses 4,300+ digits anyway)."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidInputError("body", f"{name} is not valid JSON (Go's encoding/json refuses it)")
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise InvalidInputError("body", f"number of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_DIGITS:
+        raise InvalidInputError("body", f"number of {len(text)} characters is out of range")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise InvalidInputError("body", f"number {text} is out of range of float64")
+    return value
+
+
+class Pairs(dict[str, Any]):
+    """A decoded JSON object that also remembers its keys in order, duplicates included
+    (PD refuses a duplicated ``keyspace_id``, which a plain dict would hide)."""
+
+    keys_seen: list[str]
+
+
+def _pairs(items: list[tuple[str, Any]]) -> Pairs:
+    out = Pairs(items)
+    out.keys_seen = [k for k, _ in items]
+    return out
+
+
+def loads(body: bytes) -> Any:
+    """Decode ``body`` as JSON; InvalidInputError (400) naming the problem if it is not JSON
+    Go would take (invalid UTF-8, NaN, too deep, a number out of range). Objects decode to
+    ``Pairs`` (a dict; the last duplicate wins, as in Go)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError("body", f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        return json.loads(
+            text,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_pairs,
+        )
+    except RecursionError:
+        raise InvalidInputError("body", "exceeded max depth (JSON nested too deeply)") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError("body", f"not valid JSON: {exc}") from None
+
+
+def _names(model: type[BaseModel]) -> dict[str, str]:
+    """JSON name (alias, else field name) -> field name, for every field of ``model``."""
+    return {(info.alias or name): name for name, info in model.model_fields.items()}
+
+
+def match_key(key: str, names: dict[str, str] | list[str]) -> str | None:
+    """The JSON name ``key`` selects: an exact match, else the first case-insensitive one
+    (Go's ``foldName`` rule); None when it selects no field (ignored, as Go ignores it)."""
+    if key in names:
+        return key
+    folded = key.casefold()
+    for name in names:
+        if name.casefold() == folded:
+            return name
+    return None
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap_optional(args[0])
+    if origin is typing.Annotated:
+        return _unwrap_optional(typing.get_args(annotation)[0])
+    return annotation
+
+
+def _go_type_error(where: str, value: Any, want: str) -> InvalidInputError:
+    got = type(value).__name__ if value is not None else "null"
+    return InvalidInputError(where, f"cannot unmarshal {got} into a Go value of type {want}")
+
+
+def _check(where: str, value: Any, annotation: Any, skip: frozenset[str]) -> Any:
+    """``value`` fitted to ``annotation`` by Go's rules (models recurse; see the module doc)."""
+    if value is None:
+        return None  # Go leaves the field at its zero value on null
+    kind = _unwrap_optional(annotation)
+    if isinstance(kind, type) and issubclass(kind, BaseModel):
+        if not isinstance(value, dict):
+            raise _go_type_error(where, value, "object")
+        return go_fields(value, kind, where=where, skip=skip)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _go_type_error(where, value, "integer")
+    elif isinstance(kind, type) and issubclass(kind, IntEnum):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _go_type_error(where, value, "int32 enum")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _go_type_error(where, value, "float64")
+    elif kind is str:
+        if not isinstance(value, str):
+            raise _go_type_error(where, value, "string")
+    elif kind is bool and not isinstance(value, bool):
+        raise _go_type_error(where, value, "bool")
+    return value
+
+
+def go_fields(
+    data: dict[str, Any],
+    model: type[BaseModel],
+    *,
+    where: str = "",
+    skip: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    """``data`` as Go's decoder maps it onto ``model``: keys matched case-insensitively to the
+    model's JSON names, unknown keys dropped, the last duplicate winning, types checked.
+
+    Args:
+        data: a decoded JSON object.
+        model: the pydantic model whose fields (by alias) stand for the Go struct's.
+        where: the dotted path of ``data`` (for error messages).
+        skip: JSON names handled by the caller (left out here), e.g. the keyspace_id oneof.
+    """
+    names = _names(model)
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = match_key(key, names)
+        if name is None or name in skip:
+            continue
+        field = model.model_fields[names[name]]
+        path = f"{where}.{name}" if where else name
+        out[name] = _check(path, value, field.annotation, frozenset())
+    return out
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as JSON with every float written as Go's encoding/json writes a float64
+    (``1`` not ``1.0``, ``0.0000152587890625`` not ``1.52587890625e-05``)."""
+    return go_json_dumps(value)
+
+
+class GoJSONResponse(Response):
+    """A JSON answer whose floats read as PD's (see ``dumps``)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        """The body bytes of ``content``."""
+        return dumps(content)
+
+
+__all__ = [
+    "MAX_NUMBER_DIGITS",
+    "GoJSONResponse",
+    "Pairs",
+    "dumps",
+    "go_fields",
+    "loads",
+    "match_key",
+]

@@ -1,0 +1,54 @@
+"""``rmwatch.http.gojson``: the rules of Go's encoding/json that PD's clients rely on, in
+isolation (the request tables in the other conformance files show them end to end)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rmwatch.errors import InvalidInputError
+from rmwatch.http import gojson
+from rmwatch.store.models import ResourceGroup
+
+
+class TestDecode:
+    """Decoding into a model as encoding/json decodes into PD's struct."""
+
+    def test_exact_match_before_folded(self) -> None:
+        """A key matches its field exactly first, then case-insensitively (Go's foldName)."""
+        assert gojson.match_key("Name", ["name"]) == "name"
+        assert gojson.match_key("name", ["NAME", "name"]) == "name"
+        assert gojson.match_key("nope", ["name"]) is None
+
+    def test_unknown_dropped_and_last_duplicate_wins(self) -> None:
+        """Unknown keys vanish; of two keys folding to one field the last wins."""
+        data = gojson.loads(b'{"name":"a","NAME":"b","whatever":1}')
+        assert gojson.go_fields(data, ResourceGroup) == {"name": "b"}
+
+    @pytest.mark.parametrize(
+        ("raw", "field"),
+        [(b'{"priority":"8"}', "priority"), (b'{"priority":1.5}', "priority"),
+         (b'{"mode":true}', "mode"), (b'{"name":5}', "name"),
+         (b'{"r_u_settings":{"r_u":{"settings":{"fill_rate":"1"}}}}', "fill_rate")],
+    )  # fmt: skip
+    def test_type_mismatch_names_field(self, raw: bytes, field: str) -> None:
+        """A JSON type the Go field cannot take fails, naming the field."""
+        with pytest.raises(InvalidInputError, match=field):
+            gojson.go_fields(gojson.loads(raw), ResourceGroup)
+
+    def test_depth_bound(self) -> None:
+        """100,000 levels of nesting are a named 400, not a RecursionError."""
+        with pytest.raises(InvalidInputError, match="max depth"):
+            gojson.loads(b"[" * 100_000 + b"]" * 100_000)
+
+
+class TestEncode:
+    """Encoding floats as encoding/json's floatEncoder does."""
+
+    @pytest.mark.parametrize(
+        ("value", "text"),
+        [(1.0, b"1"), (1 / 65536, b"0.0000152587890625"), (1e-7, b"1e-7"), (1e21, b"1e+21"),
+         (123456789.0, b"123456789"), (0.5, b"0.5"), (-0.0, b"-0")],
+    )  # fmt: skip
+    def test_float(self, value: float, text: bytes) -> None:
+        """Fixed-point for 1e-6 <= |x| < 1e21, else the exponent form without padding."""
+        assert gojson.dumps({"v": value}) == b'{"v":' + text + b"}"
