@@ -77,6 +77,7 @@ from rmwatch.store.leadership import Leadership
 from rmwatch.store.metrics import WriterMetrics
 from rmwatch.store.models import (
     DEFAULT_GROUP_NAME,
+    RAW_MODE_REFUSED,
     ControllerConfig,
     GroupMode,
     GroupStates,
@@ -690,7 +691,7 @@ def _refuse_raw_mode(group: ResourceGroup) -> None:
     """RawMode is not implemented in PD: loading a stored one panics ("no implementation",
     pkg/mcs/resourcemanager/server/resource_group.go:240), so it is never stored (400)."""
     if group.mode is GroupMode.RAW_MODE:
-        raise InvalidInputError("mode", "RawMode is not implemented in PD (no implementation)")
+        raise InvalidInputError("mode", RAW_MODE_REFUSED)
 
 
 def group_not_found(name: str) -> NotFoundError:

@@ -9,7 +9,8 @@ PD's behaviour pinned here is read from tikv/pd (commit a186e0cc61de):
 - ``with_stats``: ``strings.EqualFold(c.Query("with_stats"), "true")`` in
   pkg/mcs/resourcemanager/metadataapi/config_service.go:365 (GET config/group/:name) and :386
   (GET config/groups), which pkg/mcs/resourcemanager/server/apis/v1/api.go:204-205 and
-  :217-218 delegate to. Only ``true`` in any case turns ``ru_consumption`` on; ``1`` and ``yes`` do not.
+  :217-218 delegate to. Only ``true`` in any case turns ``ru_consumption`` on; ``1`` and
+  ``yes`` do not.
 - unknown ``keyspace_name``: ``GetKeyspaceIDByName`` returns ``ErrKeyspaceNotExistsByName``
   (pkg/mcs/resourcemanager/server/manager.go:745-746), defined as
   ``"keyspace not found with name: %s"`` with RFC code

@@ -89,7 +89,9 @@ def _validate(fields: dict[str, Any]) -> ResourceGroup:
             # answers 400 (the client's mistake) with PD's words, then the detail.
             what = "the group name" if where == "name" else "the group priority"
             raise InvalidInputError(where, f"{_PD_INVALID_GROUP} {what} ({err['msg']})") from None
-        raise InvalidInputError(where, err["msg"]) from None
+        # pydantic prefixes a validator's own ValueError with "Value error, ": the reason alone
+        # reads better and is what the writer's library path says too.
+        raise InvalidInputError(where, err["msg"].removeprefix("Value error, ")) from None
 
 
 def _from_protobuf_json(body: bytes, legacy: InvalidInputError) -> ResourceGroup:

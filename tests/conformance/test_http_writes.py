@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from writer_support import WriterNode, nodes
 
 from rmwatch.http.writer_app import create_writer_app
+from rmwatch.store.models import RAW_MODE_REFUSED
 from rmwatch.store.roles import WriteRole
 
 GROUP = {
@@ -203,7 +204,7 @@ class TestListedDeviations:
              INVALID_GROUP + " the group priority"),
             ({"name": "g2", "mode": 2,
               "raw_resource_settings": {"cpu": {"settings": {"fill_rate": 5}}}},
-             "RawMode is not implemented in PD"),
+             "invalid mode: " + RAW_MODE_REFUSED),
         ],
     )  # fmt: skip
     def test_bad_group_is_400(self, services: Services, body: dict[str, object], text: str
