@@ -44,7 +44,13 @@ from rmwatch.errors import (
     WriteError,
     WriteRefusedError,
 )
-from rmwatch.grpc.calls import CallContext, RpcAbortError, metadata_value, revision_trailer
+from rmwatch.grpc.calls import (
+    REVISION_KEY,
+    CallContext,
+    RpcAbortError,
+    metadata_value,
+    revision_trailer,
+)
 from rmwatch.grpc.groups import (
     group_from_pb,
     group_to_pb,
@@ -196,13 +202,14 @@ class WriterResourceManager:
                     f"({code.name}: {exc.details()}); the write may or may not have been "
                     "applied: read the group before retrying",
                 ) from None
-            trailers = [(m.key, str(m.value)) for m in (exc.trailing_metadata() or ())]
+            trailers = [(str(k), str(v)) for k, v in (exc.trailing_metadata() or ())]
             raise RpcAbortError(code, exc.details() or "", trailers) from None
+        # grpc.aio's metadata iterates as (key, value) pairs.
         trailers = await pending.trailing_metadata()
         revision = 0
-        for item in trailers or ():
-            if item.key == "x-revision":
-                revision = int(item.value)
+        for key, value in trailers or ():
+            if key == REVISION_KEY:
+                revision = int(value)
         return str(response.body), revision
 
     # ---- methods ---------------------------------------------------------------------------
