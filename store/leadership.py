@@ -2,7 +2,10 @@
 
 Writers run as a group; exactly one holds the leader key and may commit. The key lives OUTSIDE
 ``resource_group/`` (replicas watch that prefix and must not see election traffic):
-``{root_prefix}rmwatch/writer/leader``. Its value is JSON ``{"name","address","lease"}``.
+``{root_prefix}rmwatch/writer/leader``. Its value is JSON ``{"name","address","lease"}``, plus
+``"grpc_address"`` (``host:port`` of the leader's gRPC API) when the writer serves gRPC. The
+field is optional both ways: a record without it (an older writer, or one without gRPC) reads
+as ``grpc_address=None``, and older readers ignore it.
 
 - Campaign: ``txn(create_revision(key) == 0 -> put(key, value, lease))``. The winner's
   **epoch** is the key's create_revision: every new leader key is a new create, so epochs only
@@ -61,22 +64,26 @@ def leader_key(layout: KeyLayout) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LeaderInfo:
-    """Who leads: name, HTTP address of its API, lease id and epoch (key create_revision)."""
+    """Who leads: name, HTTP address of its API, lease id, epoch (key create_revision), and
+    the ``host:port`` of its gRPC API (None when it serves none or wrote an older record)."""
 
     name: str
     address: str
     lease: int
     epoch: int
+    grpc_address: str | None = None
 
 
 def _parse_leader(value: bytes, create_revision: int) -> LeaderInfo | None:
     try:
         data = json.loads(value)
+        grpc_address = data.get("grpc_address")
         return LeaderInfo(
             name=str(data["name"]),
             address=str(data["address"]),
             lease=int(data["lease"]),
             epoch=int(create_revision),
+            grpc_address=str(grpc_address) if grpc_address else None,
         )
     except (ValueError, KeyError, TypeError):
         # A foreign or corrupt value: nobody we can forward to, but still not us.
@@ -99,6 +106,9 @@ class Leadership:
         layout: key layout (root prefix) of the deployment.
         name: this writer's name (unique in the group).
         address: ``http://host:port`` of this writer's API, where followers forward writes.
+        grpc_address: ``host:port`` of this writer's gRPC API, where followers forward gRPC
+            writes (None: no gRPC). Public so a CLI that binds port 0 can set it once the port
+            is known; it takes effect at the next campaign, so set it before ``start()``.
         ttl: lease TTL in seconds (etcd grants whole seconds; rounded up).
         poll_interval: follower polling period in seconds.
         clock: monotonic clock, injectable so tests can freeze a "paused" writer's view of time.
@@ -111,6 +121,7 @@ class Leadership:
         layout: KeyLayout,
         name: str,
         address: str,
+        grpc_address: str | None = None,
         ttl: float = DEFAULT_TTL,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
@@ -122,6 +133,7 @@ class Leadership:
         self.key = leader_key(layout)
         self.name = name
         self.address = address
+        self.grpc_address = grpc_address
         self.ttl = float(math.ceil(ttl))
         self.poll_interval = poll_interval
         self._clock = clock
@@ -337,8 +349,10 @@ class Leadership:
             return
         sent = self._clock()
         lease_id = grant_lease(client, int(self.ttl))
-        body = json.dumps({"name": self.name, "address": self.address, "lease": lease_id})
-        mine = body.encode()
+        record: dict[str, object] = {"name": self.name, "address": self.address, "lease": lease_id}
+        if self.grpc_address:
+            record["grpc_address"] = self.grpc_address
+        mine = json.dumps(record).encode()
         with self._lock:
             self._lease_id = lease_id
             self._value = mine
@@ -369,7 +383,9 @@ class Leadership:
         self._epoch = epoch
         self._leader = True
         self._deadline = sent + self.ttl
-        self._known = LeaderInfo(self.name, self.address, self._lease_id or 0, epoch)
+        self._known = LeaderInfo(
+            self.name, self.address, self._lease_id or 0, epoch, self.grpc_address
+        )
         self._changed.notify_all()
         log.info("leader_elected", name=self.name, epoch=epoch, key=self.key,
                  address=self.address)  # fmt: skip

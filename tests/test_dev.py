@@ -13,9 +13,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import grpc
 import httpx
 from harness import free_ports, make_client
 from process_support import descendants, wait_gone
+
+from rmwatch.grpc.stubs import resource_manager_pb2_grpc
+from rmwatch.store._pb import resource_manager_pb2 as pb
 
 API = "/resource-manager/api/v1"
 
@@ -32,10 +36,11 @@ class Dev:
 @contextmanager
 def running_dev() -> Iterator[Dev]:
     """``rmwatch dev`` on free ports, up to its banner; killed afterwards if still running."""
-    etcd_port, writer_port, replica_port = free_ports(3)
+    etcd_port, writer_port, replica_port, writer_grpc, replica_grpc = free_ports(5)
     proc = subprocess.Popen(
         [sys.executable, "-m", "rmwatch", "dev", "--etcd-port", str(etcd_port),
-         "--writer-port", str(writer_port), "--replica-port", str(replica_port)],
+         "--writer-port", str(writer_port), "--replica-port", str(replica_port),
+         "--writer-grpc-port", str(writer_grpc), "--replica-grpc-port", str(replica_grpc)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -47,7 +52,8 @@ def running_dev() -> Iterator[Dev]:
             line = proc.stdout.readline()
             assert line, f"rmwatch dev exited early: {''.join(banner)}"
             banner.append(line)
-        yield Dev(proc, "".join(banner), (etcd_port, etcd_port + 1, writer_port, replica_port))
+        ports = (etcd_port, etcd_port + 1, writer_port, replica_port, writer_grpc, replica_grpc)
+        yield Dev(proc, "".join(banner), ports)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -94,6 +100,18 @@ class TestDev:
             default = httpx.get(f"{replica.group(1)}{API}/config/group/default", timeout=10)
             assert default.json()["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 2147483647
             assert httpx.get(f"{replica.group(1)}/status", timeout=10).json()["state"] == "SERVING"
+            # The printed gRPC ports serve PD's ResourceManager: the replica's reads the group.
+            grpc_line = re.search(r"gRPC\s+writer (\S+) .*replica (\S+)", dev.banner)
+            assert grpc_line is not None
+            assert f"grpcurl -plaintext {grpc_line.group(2)} " in dev.banner
+            with grpc.insecure_channel(grpc_line.group(2)) as channel:
+                stub = resource_manager_pb2_grpc.ResourceManagerStub(channel)  # type: ignore[no-untyped-call]
+                got = stub.GetResourceGroup(
+                    pb.GetResourceGroupRequest(resource_group_name="from-test"),
+                    metadata=[("min-revision", str(revision))],
+                    timeout=10,
+                )
+            assert got.group.priority == 3
             # The etcd is PD-shaped: a keyspace put into PD's index under the printed cluster
             # id resolves by name at once.
             cluster = re.search(r"PD cluster id (\d+)", dev.banner)
@@ -111,7 +129,8 @@ class TestDev:
             assert "rmwatch dev: stopped" in out
 
     def test_sigterm_stops_every_child_and_frees_the_ports(self) -> None:
-        """SIGTERM: exit 0 within a few seconds, etcd, writer and replica gone, ports free."""
+        """SIGTERM: exit 0 within a few seconds, etcd, writer and replica gone, ports (HTTP and
+        gRPC) free."""
         with running_dev() as dev:
             children = descendants(dev.proc.pid)
             assert len(children) >= 3, "etcd, writer and replica"

@@ -15,11 +15,16 @@ from typing import Any
 import httpx
 import pytest
 from harness import free_port, put_group, wait_until
+from pydantic import ValidationError
 from sidecar_support import API
 
 from rmwatch.cli.main import build_parser
 from rmwatch.cli.replica import settings_from_args
+from rmwatch.cli.writer import settings_from_args as writer_settings
+from rmwatch.grpc.metastorage import DEFAULT_PROGRESS_INTERVAL
 from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.history import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
+from rmwatch.watcher.watch_stream import DEFAULT_MAX_BUFFER
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +48,47 @@ class TestSettings:
         assert settings.min_revision_timeout == 5.0
         again = settings_from_args(build_parser().parse_args(["replica", "--forward"]))
         assert again.forward is True
+
+    def test_grpc_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """gRPC is off by default; RMWATCH_GRPC_LISTEN turns it on, --grpc-listen wins, and
+        the watch options have their defaults until given."""
+        assert settings_from_args(build_parser().parse_args(["replica"])).grpc_listen is None
+        monkeypatch.setenv("RMWATCH_GRPC_LISTEN", ":50051")
+        from_env = settings_from_args(build_parser().parse_args(["replica"]))
+        assert from_env.grpc_listen_address() == "0.0.0.0:50051"
+        assert from_env.grpc_history_events == DEFAULT_MAX_EVENTS
+        assert from_env.grpc_history_bytes == DEFAULT_MAX_BYTES
+        assert from_env.grpc_watch_buffer == DEFAULT_MAX_BUFFER
+        assert from_env.grpc_progress_interval == DEFAULT_PROGRESS_INTERVAL
+        args = build_parser().parse_args(
+            ["replica", "--grpc-listen", "127.0.0.1:7000", "--grpc-history-events", "50",
+             "--grpc-history-bytes", "4096", "--grpc-watch-buffer", "8",
+             "--grpc-progress-interval", "0.5"]
+        )  # fmt: skip
+        flags = settings_from_args(args)
+        assert flags.grpc_listen_address() == "127.0.0.1:7000"
+        assert (flags.grpc_history_events, flags.grpc_history_bytes) == (50, 4096)
+        assert (flags.grpc_watch_buffer, flags.grpc_progress_interval) == (8, 0.5)
+
+    def test_bad_grpc_options_are_refused(self) -> None:
+        """A --grpc-listen without a port, or a zero watch buffer, is a clear error."""
+        args = build_parser().parse_args(["replica", "--grpc-listen", "localhost"])
+        with pytest.raises(ValueError, match="--grpc-listen 'localhost' must be HOST:PORT"):
+            settings_from_args(args).grpc_listen_address()
+        with pytest.raises(ValidationError, match="grpc_watch_buffer"):
+            settings_from_args(build_parser().parse_args(["replica", "--grpc-watch-buffer", "0"]))
+
+    def test_writer_grpc_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The writer shares RMWATCH_GRPC_LISTEN; it advertises its bound gRPC address to the
+        other writers unless --grpc-advertise names another."""
+        monkeypatch.setenv("RMWATCH_GRPC_LISTEN", "0.0.0.0:50052")
+        settings = writer_settings(build_parser().parse_args(["writer"]))
+        assert settings.grpc_listen_address() == "0.0.0.0:50052"
+        assert settings.grpc_address("127.0.0.1:50052") == "127.0.0.1:50052"
+        advertised = writer_settings(
+            build_parser().parse_args(["writer", "--grpc-advertise", "w1.example:50052"])
+        )
+        assert advertised.grpc_address("127.0.0.1:50052") == "w1.example:50052"
 
 
 class _Traffic:

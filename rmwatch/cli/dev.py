@@ -2,7 +2,11 @@
 
 The quickest way to see rmwatch work: it starts everything, creates the ``default`` group,
 prints the URLs and three ``curl`` lines to try, and stops everything on Ctrl-C (SIGINT or
-SIGTERM). ``--smoke`` runs those curl steps itself over HTTP and exits (0 on success).
+SIGTERM). Both services also serve PD's gRPC API on their own loopback ports (the writer
+ResourceManager writes and reads; the replica ResourceManager reads and MetaStorage Get/Watch);
+the banner prints a ``grpcurl`` line (server reflection is on) and a Python snippet using
+``rmwatch.grpc.stubs``. ``--smoke`` runs the curl steps itself, then one gRPC read from the
+replica, and exits (0 on success).
 
 The embedded etcd is made PD-shaped before the services start: a cluster id is written to
 ``/pd/cluster_id`` as PD writes it (kept if a ``--data-dir`` holds one already), so putting
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import grpc
 import httpx
 
 from rmwatch._logging import get_logger
@@ -37,6 +42,8 @@ from rmwatch.cli import logs
 from rmwatch.cli.logs import LogFormat
 from rmwatch.cli.options import COMMON_FLAGS, CliSettings, add_log_arguments, given_flags
 from rmwatch.cli.supervisor import Supervisor
+from rmwatch.grpc.stubs import resource_manager_pb2_grpc
+from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.etcd import EtcdConfig, connect
 from rmwatch.store.keyspaces import init_cluster_id
 from rmwatch.store.models import default_group
@@ -63,6 +70,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--etcd-port", type=int, default=23790, help="etcd client port (23790)")
     parser.add_argument("--writer-port", type=int, default=3379, help="writer API port (3379)")
     parser.add_argument("--replica-port", type=int, default=3380, help="replica port (3380)")
+    parser.add_argument(
+        "--writer-grpc-port", type=int, default=3381, help="writer gRPC port (3381)"
+    )
+    parser.add_argument(
+        "--replica-grpc-port", type=int, default=3382, help="replica gRPC port (3382)"
+    )
     parser.add_argument("--data-dir", help="keep etcd's data here (default: a temp dir)")
     parser.add_argument(
         "--smoke", action="store_true", help="run the example requests, print them, and exit"
@@ -132,6 +145,32 @@ def _curl_lines(writer: str, replica: str) -> list[str]:
     ]
 
 
+def _grpc_lines(writer_grpc: str, replica_grpc: str) -> list[str]:
+    return [
+        "# 4. gRPC (server reflection is on, so grpcurl needs no .proto): list from the replica",
+        f"grpcurl -plaintext {replica_grpc} resource_manager.ResourceManager/ListResourceGroups",
+        "# 5. read rg1 from Python, with the stubs rmwatch ships (kvproto's names)",
+        "python - <<'EOF'",
+        "import grpc",
+        "from rmwatch.grpc.stubs import resource_manager_pb2_grpc as rm",
+        "from rmwatch.store._pb import resource_manager_pb2 as pb",
+        f'stub = rm.ResourceManagerStub(grpc.insecure_channel("{replica_grpc}"))',
+        "print(stub.GetResourceGroup(pb.GetResourceGroupRequest(resource_group_name='rg1')))",
+        "EOF",
+        f"# writes go to the writer's gRPC port {writer_grpc} (AddResourceGroup, ...)",
+    ]
+
+
+def _smoke_grpc(replica_grpc: str) -> None:
+    with grpc.insecure_channel(replica_grpc) as channel:
+        stub = resource_manager_pb2_grpc.ResourceManagerStub(channel)  # type: ignore[no-untyped-call]
+        listed = stub.ListResourceGroups(pb.ListResourceGroupsRequest(), timeout=10)
+    names = sorted(group.name for group in listed.groups)
+    print(f"gRPC {replica_grpc} ListResourceGroups -> {names}")
+    if "rg1" not in names:
+        raise SystemExit(1)
+
+
 def _smoke(writer: str, replica: str) -> None:
     created = httpx.post(f"{writer}{API}/config/group", json=EXAMPLE_GROUP, timeout=10)
     print(f"POST {writer}{API}/config/group -> {created.status_code} {created.text}")
@@ -152,7 +191,10 @@ def _smoke(writer: str, replica: str) -> None:
 RULE = "=" * 72
 
 
-def _banner(etcd: EmbeddedEtcd, cluster_id: int, writer: str, replica: str) -> str:
+def _banner(
+    etcd: EmbeddedEtcd, cluster_id: int, writer: str, replica: str, grpc_ports: tuple[int, int]
+) -> str:
+    writer_grpc, replica_grpc = (f"127.0.0.1:{port}" for port in grpc_ports)
     return "\n".join(
         [
             "",
@@ -163,8 +205,11 @@ def _banner(etcd: EmbeddedEtcd, cluster_id: int, writer: str, replica: str) -> s
             f"/pd/{cluster_id}/keyspaces/id/<name> holding its id",
             f"  writer   {writer}   (PD's write API; docs at {writer}/docs)",
             f"  replica  {replica}   (PD's read API from the cache; {replica}/status)",
+            f"  gRPC     writer {writer_grpc} (ResourceManager), replica {replica_grpc} "
+            "(ResourceManager reads, MetaStorage Get/Watch)",
             "",
             *_curl_lines(writer, replica),
+            *_grpc_lines(writer_grpc, replica_grpc),
             "",
             "Ctrl-C stops everything.",
             RULE,
@@ -204,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
         (args.etcd_port + 1, "etcd"),
         (args.writer_port, "writer"),
         (args.replica_port, "replica"),
+        (args.writer_grpc_port, "writer-grpc"),
+        (args.replica_grpc_port, "replica-grpc"),
     ):
         _check_free(port, what)
     stop = threading.Event()
@@ -242,9 +289,11 @@ def _run_services(
             cluster_id = init_cluster_id(client, deadline=10.0)
         log.info("cluster_id_ready", cluster_id=cluster_id)
         spawn("writer", "--etcd", etcd.endpoint, "--listen", f"127.0.0.1:{args.writer_port}",
+              "--grpc-listen", f"127.0.0.1:{args.writer_grpc_port}",
               "--name", "dev-writer")  # fmt: skip
         # No load balancer to drain from here: Ctrl-C stops the replica at once (not 5 s).
         spawn("replica", "--etcd", etcd.endpoint, "--listen", f"127.0.0.1:{args.replica_port}",
+              "--grpc-listen", f"127.0.0.1:{args.replica_grpc_port}",
               "--drain-seconds", "0")  # fmt: skip
         procs = list(children.values())
         if not (
@@ -254,9 +303,11 @@ def _run_services(
             return 0
         _ensure_default(writer)
         sys.stderr.flush()
-        print(_banner(etcd, cluster_id, writer, replica), flush=True)
+        grpc_ports = (args.writer_grpc_port, args.replica_grpc_port)
+        print(_banner(etcd, cluster_id, writer, replica, grpc_ports), flush=True)
         if args.smoke:
             _smoke(writer, replica)
+            _smoke_grpc(f"127.0.0.1:{args.replica_grpc_port}")
             return 0
         while not stop.wait(0.5):
             dead = {n: p.returncode for n, p in children.items() if p.poll() is not None}

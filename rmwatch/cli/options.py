@@ -12,6 +12,7 @@ given on the command line wins over the environment::
                                RMWATCH_ETCD_PASSWORD       the password itself (env only)
     --rm-root-prefix P         RMWATCH_RM_ROOT_PREFIX      prefix of the RM keys (default: none)
     --cluster-id N             RMWATCH_CLUSTER_ID          PD's cluster id (default: read it)
+    --grpc-listen HOST:PORT    RMWATCH_GRPC_LISTEN         serve PD's gRPC API there too
 
 ``--root-prefix`` / ``RMWATCH_ROOT_PREFIX`` are the old names of ``--rm-root-prefix`` and still
 work. The RM keys (``resource_group/...``) sit at the etcd root on a PD cluster, so the prefix
@@ -40,6 +41,11 @@ from rmwatch.store.keys import KeyLayout
 ETCD_AUTH_FLAGS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
 LAYOUT_FLAGS = ("rm_root_prefix", "cluster_id")
 COMMON_FLAGS = ("log_format",)
+GRPC_FLAGS = ("grpc_listen",)
+# How long calls in flight get once a gRPC server stops accepting: a unary call takes ~1 ms
+# (a min-revision wait at most 5 s); MetaStorage watch streams never end by themselves and
+# are cut at the end of it, so it bounds how long a SIGTERM waits for them.
+GRPC_STOP_GRACE = 5.0
 
 
 class CliSettings(BaseSettings):
@@ -121,6 +127,21 @@ class LayoutOptions(EtcdAuthOptions):
         return KeyLayout(self.rm_prefix(), cluster_id=cluster_id)
 
 
+class ServeOptions(LayoutOptions):
+    """Base of the settings of a serving subcommand (``writer``, ``replica``): the optional
+    gRPC listener beside the HTTP one."""
+
+    grpc_listen: str | None = None
+
+    def grpc_listen_address(self) -> str | None:
+        """``grpc_listen`` as ``HOST:PORT`` for grpcio (``:50051`` means every interface), or
+        None when gRPC is off."""
+        if not self.grpc_listen:
+            return None
+        host, port = split_listen(self.grpc_listen, flag="--grpc-listen")
+        return f"{host}:{port}"
+
+
 def read_secret(path: Path, *, what: str) -> SecretStr:
     """A secret read from ``path`` (one line; surrounding whitespace dropped)."""
     try:
@@ -132,11 +153,11 @@ def read_secret(path: Path, *, what: str) -> SecretStr:
     return SecretStr(text)
 
 
-def split_listen(listen: str) -> tuple[str, int]:
+def split_listen(listen: str, *, flag: str = "--listen") -> tuple[str, int]:
     """``--listen HOST:PORT`` as (host, port); ``:8080`` means every interface."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"--listen {listen!r} must be HOST:PORT")
+        raise ValueError(f"{flag} {listen!r} must be HOST:PORT")
     return host or "0.0.0.0", int(port)
 
 
@@ -181,6 +202,16 @@ def add_layout_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_grpc_listen_argument(parser: argparse.ArgumentParser, serves: str) -> None:
+    """Add ``--grpc-listen``; ``serves`` says what that port answers."""
+    parser.add_argument(
+        "--grpc-listen",
+        metavar="HOST:PORT",
+        help=f"also serve PD's gRPC API here: {serves}; health and reflection too "
+        "(RMWATCH_GRPC_LISTEN; default: no gRPC)",
+    )
+
+
 def add_etcd_auth_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--etcd-ca/--etcd-cert/--etcd-key/--etcd-user/--etcd-password-file``."""
     group = parser.add_argument_group("etcd TLS and authentication")
@@ -207,11 +238,15 @@ def given_flags(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, A
 __all__ = [
     "COMMON_FLAGS",
     "ETCD_AUTH_FLAGS",
+    "GRPC_FLAGS",
+    "GRPC_STOP_GRACE",
     "LAYOUT_FLAGS",
     "CliSettings",
     "EtcdAuthOptions",
     "LayoutOptions",
+    "ServeOptions",
     "add_etcd_auth_arguments",
+    "add_grpc_listen_argument",
     "add_layout_arguments",
     "add_log_arguments",
     "given_flags",

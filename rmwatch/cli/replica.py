@@ -5,11 +5,17 @@ given on the command line overrides the environment::
 
     rmwatch replica --etcd 10.0.0.1:2379,10.0.0.2:2379 --listen 0.0.0.0:8081
 
+With ``--grpc-listen HOST:PORT`` the replica also serves PD's gRPC API there:
+``resource_manager.ResourceManager`` Get/List from the cache (writes answer
+``FAILED_PRECONDITION``) and a read-only ``meta_storagepb.MetaStorage`` Get/Watch that fans the
+replica's one etcd watch out to every consumer; its metrics join ``/metrics``.
+
 The HTTP server starts at once and answers 503 until the replica has caught up (``/ready``
 tells a load balancer when to send traffic). SIGTERM (or Ctrl-C) drains: ``/ready`` turns 503
-at once while requests are still served for ``drain_seconds``, so load balancers move away
-without a failed request; then the server stops accepting, finishes the requests in flight
-(at most ``shutdown_timeout``), the replica is closed, and the process exits 0. A second
+(and gRPC health NOT_SERVING) at once while requests are still served for ``drain_seconds``, so
+load balancers move away without a failed request; then the servers stop accepting, finish the
+requests in flight (HTTP at most ``shutdown_timeout``, gRPC ``GRPC_STOP_GRACE``, which also ends
+watch streams), the replica is closed, and the process exits 0. A second
 signal skips the rest of the drain wait; a third stops without waiting for requests.
 """
 
@@ -22,15 +28,19 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
+from pydantic import Field
 
 from rmwatch._logging import get_logger
 from rmwatch.cli import logs
 from rmwatch.cli.options import (
     COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
+    GRPC_FLAGS,
+    GRPC_STOP_GRACE,
     LAYOUT_FLAGS,
-    LayoutOptions,
+    ServeOptions,
     add_etcd_auth_arguments,
+    add_grpc_listen_argument,
     add_layout_arguments,
     add_log_arguments,
     given_flags,
@@ -38,18 +48,22 @@ from rmwatch.cli.options import (
     split_listen,
 )
 from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
+from rmwatch.grpc import GrpcServer, serve_replica
+from rmwatch.grpc.metastorage import DEFAULT_PROGRESS_INTERVAL
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
 from rmwatch.http.server_drain import ServerDrain as DrainState
 from rmwatch.http.sidecar_app import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
 from rmwatch.store.etcd import connect
 from rmwatch.store.keyspaces import KeyspaceResolver, cluster_id_at_start
 from rmwatch.store.leadership import read_leader
+from rmwatch.watcher.history import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
 from rmwatch.watcher.replica import Replica
+from rmwatch.watcher.watch_stream import DEFAULT_MAX_BUFFER
 
 log = get_logger("sidecar")
 
 
-class ReplicaSettings(LayoutOptions):
+class ReplicaSettings(ServeOptions):
     """Settings of ``rmwatch replica``; each field is also ``RMWATCH_<FIELD>`` in the env."""
 
     etcd: str = "127.0.0.1:2379"
@@ -66,6 +80,13 @@ class ReplicaSettings(LayoutOptions):
     # a min_revision wait at most 5 s, a forwarded write at most 15 s (then cut).
     shutdown_timeout: float = 15.0
     etcd_timeout: float = 5.0
+    # MetaStorage Watch: how far back a watcher may start or resume (10k changes or 64 MiB,
+    # whichever is hit first), how many responses one may leave unread before it is cut off,
+    # and how often an idle watcher gets a progress response.
+    grpc_history_events: int = Field(default=DEFAULT_MAX_EVENTS, ge=1)
+    grpc_history_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
+    grpc_watch_buffer: int = Field(default=DEFAULT_MAX_BUFFER, ge=1)
+    grpc_progress_interval: float = Field(default=DEFAULT_PROGRESS_INTERVAL, gt=0)
 
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``:8081`` means every interface)."""
@@ -74,7 +95,9 @@ class ReplicaSettings(LayoutOptions):
 
 _FLAGS = ("etcd", "listen", "writer_url", "forward", "max_staleness", "min_revision_timeout",
           "forward_timeout", "drain_seconds", "shutdown_timeout", "etcd_timeout",
-          *LAYOUT_FLAGS, *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
+          "grpc_history_events", "grpc_history_bytes", "grpc_watch_buffer",
+          "grpc_progress_interval", *LAYOUT_FLAGS, *GRPC_FLAGS, *COMMON_FLAGS,
+          *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -117,9 +140,40 @@ def register(subparsers: Any) -> None:
         help="longest wait for requests in flight at shutdown (15)",
     )
     parser.add_argument("--etcd-timeout", type=float, help="etcd RPC deadline in seconds (5)")
+    _add_grpc_arguments(parser)
     add_log_arguments(parser)
     add_etcd_auth_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def _add_grpc_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("gRPC (with --grpc-listen)")
+    add_grpc_listen_argument(
+        group,  # type: ignore[arg-type]  # an argument group takes the same add_argument
+        "ResourceManager Get/List (writes refused) and MetaStorage Get/Watch",
+    )
+    group.add_argument(
+        "--grpc-history-events",
+        type=int,
+        help=f"changes kept for MetaStorage watchers that start or resume in the past "
+        f"({DEFAULT_MAX_EVENTS}); older starts answer DATA_COMPACTED",
+    )
+    group.add_argument(
+        "--grpc-history-bytes",
+        type=int,
+        help=f"bytes the watch history may hold ({DEFAULT_MAX_BYTES})",
+    )
+    group.add_argument(
+        "--grpc-watch-buffer",
+        type=int,
+        help=f"responses one watcher may leave unread before it is cut off ({DEFAULT_MAX_BUFFER})",
+    )
+    group.add_argument(
+        "--grpc-progress-interval",
+        type=float,
+        help=f"seconds an idle watcher waits for a progress response "
+        f"({DEFAULT_PROGRESS_INTERVAL:g})",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> ReplicaSettings:
@@ -136,9 +190,17 @@ class _DrainingServer(uvicorn.Server):
     status is 0.
     """
 
-    def __init__(self, config: uvicorn.Config, drain: DrainState, drain_seconds: float) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain: DrainState,
+        drain_seconds: float,
+        grpc_server: GrpcServer | None,
+    ) -> None:
         super().__init__(config)
         self._drain = drain
+        self._grpc = grpc_server
+        self._grpc_stopping: threading.Thread | None = None
         self._drain_seconds = drain_seconds
         self._signals = 0
         self._timer: threading.Timer | None = None
@@ -148,6 +210,8 @@ class _DrainingServer(uvicorn.Server):
         name = signal.Signals(sig).name
         if self._signals == 1:
             self._drain.begin()
+            if self._grpc is not None:
+                self._grpc.begin_drain()
             log.info("drain_started", signal=name, drain_seconds=self._drain_seconds,
                      in_flight=self._drain.in_flight)  # fmt: skip
             self._timer = threading.Timer(self._drain_seconds, self._stop_accepting)
@@ -163,7 +227,21 @@ class _DrainingServer(uvicorn.Server):
 
     def _stop_accepting(self) -> None:
         log.info("listener_closing", in_flight=self._drain.in_flight)
+        grpc_server = self._grpc
+        if grpc_server is not None and self._grpc_stopping is None:
+            # Beside the HTTP shutdown, not after it: both wait for their calls in flight.
+            self._grpc_stopping = threading.Thread(
+                target=grpc_server.stop, args=(GRPC_STOP_GRACE,), name="grpc-stop", daemon=True
+            )
+            self._grpc_stopping.start()
         self.should_exit = True
+
+    def stop_grpc(self) -> None:
+        """Stop the gRPC server (if any) and wait for it; idempotent."""
+        if self._grpc_stopping is not None:
+            self._grpc_stopping.join(GRPC_STOP_GRACE + 5.0)
+        if self._grpc is not None:
+            self._grpc.stop(GRPC_STOP_GRACE)
 
     def cancel_timer(self) -> None:
         """Stop a pending drain timer (the server already stopped)."""
@@ -215,8 +293,16 @@ def run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=int(settings.shutdown_timeout),
                             **server_options())  # fmt: skip
-    server = _DrainingServer(config, drain, settings.drain_seconds)
+    try:
+        grpc_server = _serve_grpc(settings, replica, cluster_id)
+    except (ValueError, OSError, TimeoutError) as exc:
+        log.error("sidecar_cannot_start", error=str(exc),  # noqa: TRY400
+                  grpc_listen=settings.grpc_listen)  # fmt: skip
+        client.close()
+        return 1
+    server = _DrainingServer(config, drain, settings.drain_seconds, grpc_server)
     log.info("sidecar_starting", listen=settings.listen, etcd=settings.etcd,
+             grpc_listen=grpc_server.address if grpc_server is not None else None,
              rm_root_prefix=layout.root_prefix, cluster_id=cluster_id,
              writer_url=settings.writer_url,
              forward=settings.forward, max_staleness=settings.max_staleness,
@@ -226,10 +312,32 @@ def run(args: argparse.Namespace) -> int:
         server.run()
     finally:
         server.cancel_timer()
+        server.stop_grpc()
         replica.close()
         client.close()
     log.info("sidecar_stopped", **drain.as_dict())
     return 0
+
+
+def _serve_grpc(
+    settings: ReplicaSettings, replica: Replica, cluster_id: int | None
+) -> GrpcServer | None:
+    """The gRPC server of ``--grpc-listen`` (None without it), its metrics on the replica's
+    registry, which the sidecar's ``/metrics`` renders."""
+    listen = settings.grpc_listen_address()
+    if listen is None:
+        return None
+    return serve_replica(
+        replica,
+        listen,
+        registry=replica.metrics.registry,
+        min_revision_timeout=settings.min_revision_timeout,
+        history_events=settings.grpc_history_events,
+        history_bytes=settings.grpc_history_bytes,
+        watch_buffer=settings.grpc_watch_buffer,
+        progress_interval=settings.grpc_progress_interval,
+        cluster_id=cluster_id or 0,
+    )
 
 
 __all__ = ["ReplicaSettings", "register", "run", "settings_from_args"]

@@ -1,9 +1,12 @@
 """``rmwatch writer``: run one member of the writer group (election, fenced writes, HTTP API).
 
 Every option is a flag and an ``RMWATCH_*`` environment variable (pydantic-settings); a flag
-given on the command line overrides the environment. SIGTERM (and Ctrl-C) drain first: new
-writes are forwarded to the next leader, writes in flight finish, leadership is resigned, then
-the server exits with status 0.
+given on the command line overrides the environment. With ``--grpc-listen`` the writer also
+serves PD's ``resource_manager.ResourceManager`` over gRPC (the same write path, bearer token
+and ``/metrics``), and its leader record carries that address so followers forward gRPC writes
+to it. SIGTERM (and Ctrl-C) drain first: gRPC health turns NOT_SERVING, new writes are
+forwarded to the next leader, writes in flight finish, leadership is resigned, the gRPC server
+stops (calls in flight get ``GRPC_STOP_GRACE``), then the process exits with status 0.
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ from rmwatch.cli import logs
 from rmwatch.cli.options import (
     COMMON_FLAGS,
     ETCD_AUTH_FLAGS,
+    GRPC_FLAGS,
+    GRPC_STOP_GRACE,
     LAYOUT_FLAGS,
-    LayoutOptions,
+    ServeOptions,
     add_etcd_auth_arguments,
+    add_grpc_listen_argument,
     add_layout_arguments,
     add_log_arguments,
     given_flags,
@@ -35,6 +41,7 @@ from rmwatch.cli.options import (
     split_listen,
 )
 from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
+from rmwatch.grpc import GrpcServer, serve_writer
 from rmwatch.http.writer_app import create_writer_app
 from rmwatch.store.etcd import connect
 from rmwatch.store.keyspaces import cluster_id_at_start
@@ -46,7 +53,7 @@ from rmwatch.store.writer_drain import Drainer
 log = get_logger("writer")
 
 
-class WriterSettings(LayoutOptions):
+class WriterSettings(ServeOptions):
     """Settings of ``rmwatch writer``; each field is also ``RMWATCH_<FIELD>`` in the env.
 
     Secrets are ``SecretStr`` (``**********`` in any repr or log): the bearer token comes from
@@ -57,6 +64,7 @@ class WriterSettings(LayoutOptions):
     etcd: str = "127.0.0.1:2379"
     listen: str = "127.0.0.1:8080"
     advertise_url: str | None = None
+    grpc_advertise: str | None = None
     role: WriteRole = WriteRole.LEGACY_ALL
     name: str = socket.gethostname()
     token_file: Path | None = None
@@ -75,6 +83,11 @@ class WriterSettings(LayoutOptions):
         host, port = self.host_port()
         return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
+    def grpc_address(self, bound: str) -> str:
+        """Where the other writers forward gRPC writes: ``--grpc-advertise``, else ``bound``
+        (the address the gRPC server listens on, with the port it got)."""
+        return self.grpc_advertise or bound
+
     def bearer_token(self) -> SecretStr | None:
         """The bearer token from ``token_file`` (stripped) or ``RMWATCH_TOKEN``, or None."""
         if self.token_file is not None:
@@ -82,8 +95,9 @@ class WriterSettings(LayoutOptions):
         return self.token
 
 
-_FLAGS = ("etcd", "listen", "advertise_url", "role", "name", "token_file", "lease_ttl",
-          "etcd_timeout", *LAYOUT_FLAGS, *COMMON_FLAGS, *ETCD_AUTH_FLAGS)  # fmt: skip
+_FLAGS = ("etcd", "listen", "advertise_url", "grpc_advertise", "role", "name", "token_file",
+          "lease_ttl", "etcd_timeout", *LAYOUT_FLAGS, *GRPC_FLAGS, *COMMON_FLAGS,
+          *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
 def register(subparsers: Any) -> None:
@@ -94,6 +108,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--etcd", help="etcd endpoints URL[,URL...] (RMWATCH_ETCD)")
     parser.add_argument("--listen", help="HOST:PORT of the HTTP API (RMWATCH_LISTEN)")
     parser.add_argument("--advertise-url", help="URL other writers forward to")
+    add_grpc_listen_argument(parser, "ResourceManager Add/Modify/Delete/Get/List")
+    parser.add_argument(
+        "--grpc-advertise",
+        metavar="HOST:PORT",
+        help="gRPC address other writers forward gRPC writes to (RMWATCH_GRPC_ADVERTISE; "
+        "default: the --grpc-listen address)",
+    )
     parser.add_argument("--role", choices=[r.value for r in WriteRole], help="write role")
     add_layout_arguments(parser)
     parser.add_argument("--name", help="this writer's name in the election")
@@ -118,9 +139,12 @@ class _DrainingServer(uvicorn.Server):
     to the next leader instead of being refused at the socket.
     """
 
-    def __init__(self, config: uvicorn.Config, drainer: Drainer) -> None:
+    def __init__(
+        self, config: uvicorn.Config, drainer: Drainer, grpc_server: GrpcServer | None
+    ) -> None:
         super().__init__(config)
         self._drainer = drainer
+        self._grpc = grpc_server
         self._draining: threading.Thread | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -129,11 +153,17 @@ class _DrainingServer(uvicorn.Server):
                 super().handle_exit(sig, frame)
             return
         log.info("signal_received", signal=signal.Signals(sig).name)
+        if self._grpc is not None:
+            self._grpc.begin_drain()
 
         def drain_then_exit() -> None:
             try:
                 self._drainer.drain()
             finally:
+                if self._grpc is not None:
+                    # Writes that arrived during the drain were forwarded; what is in
+                    # flight now gets the grace, new calls are refused.
+                    self._grpc.stop(GRPC_STOP_GRACE)
                 self.should_exit = True
 
         self._draining = threading.Thread(target=drain_then_exit, name="drain", daemon=True)
@@ -166,22 +196,45 @@ def run(args: argparse.Namespace) -> int:
     writer = Writer(client=client, layout=layout, role=settings.role, leadership=leadership)
     drainer = Drainer(writer)
     app = create_writer_app(writer, token=token, drainer=drainer)
+    try:
+        grpc_server = _serve_grpc(settings, writer, token)
+    except (ValueError, OSError, TimeoutError) as exc:
+        log.error("writer_cannot_start", error=str(exc),  # noqa: TRY400
+                  grpc_listen=settings.grpc_listen)  # fmt: skip
+        client.close()
+        return 1
+    if grpc_server is not None:
+        # Before the first campaign: the leader record then names this gRPC address.
+        leadership.grpc_address = settings.grpc_address(grpc_server.address)
     log.info("writer_starting", name=settings.name, listen=settings.listen,
              address=settings.address(), role=str(settings.role), etcd=settings.etcd,
              rm_root_prefix=layout.root_prefix, cluster_id=cluster_id,
-             lease_ttl=settings.lease_ttl,
+             lease_ttl=settings.lease_ttl, grpc_address=leadership.grpc_address,
              bearer_token=token is not None, **settings.etcd_summary())  # fmt: skip
     leadership.start()
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
                             **server_options())  # fmt: skip
-    server = _DrainingServer(config, drainer)
+    server = _DrainingServer(config, drainer, grpc_server)
     try:
         server.run()
     finally:
+        if grpc_server is not None:
+            grpc_server.stop(GRPC_STOP_GRACE)  # idempotent: a drain stopped it already
         leadership.close()
         client.close()
     log.info("writer_stopped", name=settings.name)
     return 0
+
+
+def _serve_grpc(
+    settings: WriterSettings, writer: Writer, token: SecretStr | None
+) -> GrpcServer | None:
+    """The gRPC server of ``--grpc-listen`` (None without it): the HTTP API's bearer token,
+    and its metrics on the writer's registry, so ``/metrics`` shows both."""
+    listen = settings.grpc_listen_address()
+    if listen is None:
+        return None
+    return serve_writer(writer, listen, token=token, registry=writer.metrics.registry)
 
 
 __all__ = ["WriterSettings", "register", "run", "settings_from_args"]

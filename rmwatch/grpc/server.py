@@ -72,6 +72,7 @@ class GrpcServer:
         self._error: BaseException | None = None
         self._stop_requested: asyncio.Event | None = None
         self._grace = 0.0
+        self._draining = False
         self.port = 0
 
     @property
@@ -134,7 +135,7 @@ class GrpcServer:
             await server.stop(self._grace)
 
     async def _set_health(self, servicer: health.aio.HealthServicer) -> bool:
-        ready = self._ready()
+        ready = self._ready() and not self._draining
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if ready
@@ -147,11 +148,26 @@ class GrpcServer:
     async def _follow_readiness(self, servicer: health.aio.HealthServicer) -> None:
         last: bool | None = None
         while True:
-            ready = self._ready()
+            ready = self._ready() and not self._draining
             if ready != last:
                 await self._set_health(servicer)
                 last = ready
             await asyncio.sleep(HEALTH_INTERVAL)
+
+    @property
+    def draining(self) -> bool:
+        """True once ``begin_drain()`` ran: health reports NOT_SERVING for good."""
+        return self._draining
+
+    def begin_drain(self) -> None:
+        """Report NOT_SERVING from now on while still answering calls, so load balancers and
+        clients move away before ``stop()`` refuses new calls (SIGTERM's first step).
+        Thread-safe and idempotent; health changes at once, not at the next 0.25 s check."""
+        self._draining = True
+        loop, servicer = self._loop, self._health
+        if loop is not None and servicer is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                asyncio.run_coroutine_threadsafe(self._set_health(servicer), loop)
 
     def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, refuse new calls, give calls in flight ``grace`` seconds (watch

@@ -9,7 +9,9 @@ metadata (``x-revision``). With a bearer token configured, writes need ``authori
 A writer that is not the leader (or is draining) forwards the write to the leader's gRPC
 address, read from the leader record's ``grpc_address`` field, once (``x-rmwatch-forwarded``
 marks a forwarded call, which is never forwarded again). When the record has no gRPC address
-the call is answered ``UNAVAILABLE`` naming the leader, so the client can go there itself.
+the call is answered ``UNAVAILABLE`` naming the leader, so the client can go there itself; when
+the leader goes away with the forwarded call in flight, ``UNAVAILABLE`` says the write may or
+may not have been applied (never a success the leader did not send).
 
 Errors map as the HTTP answers do: a refused role ``PERMISSION_DENIED``, a missing group PD's
 ``ErrResourceGroupNotExists`` text (``UNKNOWN``, as PD's Go server returns it), bad input
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,13 @@ from rmwatch.errors import (
     WriteError,
     WriteRefusedError,
 )
-from rmwatch.grpc.calls import CallContext, RpcAbortError, metadata_value, revision_trailer
+from rmwatch.grpc.calls import (
+    REVISION_KEY,
+    CallContext,
+    RpcAbortError,
+    metadata_value,
+    revision_trailer,
+)
 from rmwatch.grpc.groups import (
     group_from_pb,
     group_to_pb,
@@ -54,7 +61,7 @@ from rmwatch.grpc.metrics import GrpcMetrics
 from rmwatch.grpc.replica_rm import SERVICE, TOKENS_UNIMPLEMENTED
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.keys import NULL_KEYSPACE_ID
-from rmwatch.store.leadership import leader_key
+from rmwatch.store.leadership import LeaderInfo, read_leader
 from rmwatch.store.writer import Writer
 
 FORWARDED_KEY = "x-rmwatch-forwarded"
@@ -64,6 +71,9 @@ SUCCESS = "Success!"
 # lease TTL (5 s); wait 6 s for a leader before answering UNAVAILABLE.
 FORWARD_WAIT = 6.0
 FORWARD_TIMEOUT = 7.0
+# Codes of a forwarded call that mean the leader went away (connection lost, server stopped
+# mid-call), not an answer of the leader's: the caller gets UNAVAILABLE saying so.
+_LEADER_GONE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 
 
 class WriterResourceManager:
@@ -123,16 +133,6 @@ class WriterResourceManager:
             return await self.forward(method, request, context, exc, op)
         return SUCCESS, int(revision)
 
-    def _leader_record(self) -> tuple[str, dict[str, Any]] | None:
-        value, _meta = self.writer.client.get(leader_key(self.writer.layout))
-        if value is None:
-            return None
-        try:
-            data = json.loads(value)
-        except ValueError:
-            return None
-        return (str(data.get("name", "")), data) if isinstance(data, dict) else None
-
     async def forward(
         self, method: str, request: Any, context: Any, cause: WriteError, op: Callable[[], int]
     ) -> tuple[str, int]:
@@ -146,25 +146,24 @@ class WriterResourceManager:
         own = leadership.name if leadership is not None else None
         deadline = time.monotonic() + self.forward_wait
         loop = asyncio.get_running_loop()
+        client, layout = self.writer.client, self.writer.layout
         while True:
-            record = await loop.run_in_executor(self.pool, self._leader_record)
-            if record is not None:
-                name, data = record
-                if name == own and not self.writer.draining:
+            leader = await loop.run_in_executor(self.pool, read_leader, client, layout)
+            if leader is not None:
+                if leader.name == own and not self.writer.draining:
                     try:  # elected while forwarding: commit here
                         return SUCCESS, int(await self.run(op))
                     except (NotLeaderError, DrainingError):
                         pass
-                elif name != own:
-                    address = data.get("grpc_address")
-                    if not address:
+                elif leader.name != own:
+                    if not leader.grpc_address:
                         raise RpcAbortError(
                             grpc.StatusCode.UNAVAILABLE,
-                            f"not the leader: writer {name!r} leads (HTTP "
-                            f"{data.get('address')}), and its leader record has no gRPC "
+                            f"not the leader: writer {leader.name!r} leads (HTTP "
+                            f"{leader.address}), and its leader record has no gRPC "
                             "address to forward to; send the call there",
                         )
-                    return await self._send(str(address), method, request, context)
+                    return await self._send(leader, method, request, context)
             if time.monotonic() >= deadline:
                 raise RpcAbortError(
                     grpc.StatusCode.UNAVAILABLE,
@@ -172,7 +171,10 @@ class WriterResourceManager:
                 )
             await asyncio.sleep(0.05)
 
-    async def _send(self, address: str, method: str, request: Any, context: Any) -> tuple[str, int]:
+    async def _send(
+        self, leader: LeaderInfo, method: str, request: Any, context: Any
+    ) -> tuple[str, int]:
+        address = str(leader.grpc_address)
         channel = self._channels.get(address)
         if channel is None:
             channel = self._channels[address] = grpc.aio.insecure_channel(address)
@@ -189,13 +191,25 @@ class WriterResourceManager:
         try:
             response = await pending
         except grpc.RpcError as exc:
-            trailers = [(m.key, str(m.value)) for m in (exc.trailing_metadata() or ())]
-            raise RpcAbortError(exc.code(), exc.details() or "", trailers) from None
+            code = exc.code()
+            if code in _LEADER_GONE:
+                # The connection to the leader broke, or the leader stopped with the call in
+                # flight: the write may or may not have been committed there, and this writer
+                # cannot tell. Say so, never answer success.
+                raise RpcAbortError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"forwarded to leader {leader.name!r} at {address}, which did not answer "
+                    f"({code.name}: {exc.details()}); the write may or may not have been "
+                    "applied: read the group before retrying",
+                ) from None
+            trailers = [(str(k), str(v)) for k, v in (exc.trailing_metadata() or ())]
+            raise RpcAbortError(code, exc.details() or "", trailers) from None
+        # grpc.aio's metadata iterates as (key, value) pairs.
         trailers = await pending.trailing_metadata()
         revision = 0
-        for item in trailers or ():
-            if item.key == "x-revision":
-                revision = int(item.value)
+        for key, value in trailers or ():
+            if key == REVISION_KEY:
+                revision = int(value)
         return str(response.body), revision
 
     # ---- methods ---------------------------------------------------------------------------
