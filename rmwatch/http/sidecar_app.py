@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from rmwatch.errors import InvalidInputError, NotReadyError, RevisionTimeoutError, RmwatchError
 from rmwatch.http import pdjson
 from rmwatch.http.errors import Refusal, error_response
-from rmwatch.http.fast_group_read import GROUP_ROUTE, FastGroupRead
+from rmwatch.http.fast_group_read import BODY_CACHE_BYTES, GROUP_ROUTE, FastGroupRead
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
 from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
 from rmwatch.http.metrics import RequestTracker, SidecarMetrics, render
@@ -143,6 +143,7 @@ def create_sidecar_app(
     max_body: int = DEFAULT_MAX_BODY,
     forward_timeout: float = DEFAULT_FORWARD_TIMEOUT,
     drain: ServerDrain | None = None,
+    body_cache_bytes: int = BODY_CACHE_BYTES,
 ) -> FastAPI:
     """The sidecar's FastAPI app over a started ``replica`` (the caller owns its lifecycle).
 
@@ -157,6 +158,8 @@ def create_sidecar_app(
         max_body: largest forwarded write body, in bytes (413 above).
         forward_timeout: deadline of one forwarded write, in seconds.
         drain: the server's drain (the CLI begins it on SIGTERM); a fresh one if None.
+        body_cache_bytes: budget of the group GET's remembered JSON bodies
+            (``rmwatch.http.fast_group_read``).
     """
     metrics = SidecarMetrics()
     drain = drain if drain is not None else ServerDrain()
@@ -191,7 +194,8 @@ def create_sidecar_app(
     # Innermost first: the fast group read sits inside the guard and the request tracker, so
     # a fast answer is refused, drained and counted exactly like a routed one.
     group_route = _route_of(router, GROUP_ROUTE, "GET")
-    app.add_middleware(FastGroupRead, replica=replica, route=group_route)
+    app.add_middleware(FastGroupRead, replica=replica, route=group_route,
+                       body_cache_bytes=body_cache_bytes)  # fmt: skip
     app.add_middleware(_ForbiddenForwardGuard, reads=reads)
     app.add_middleware(RequestTracker, metrics=metrics, drain=drain)  # outermost: sees all
     return app
