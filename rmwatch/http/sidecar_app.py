@@ -36,6 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rmwatch.errors import InvalidInputError, NotReadyError, RevisionTimeoutError, RmwatchError
 from rmwatch.http import pdjson
+from rmwatch.http.app_options import APP_OPTIONS
 from rmwatch.http.errors import Refusal, error_response
 from rmwatch.http.fast_group_read import BODY_CACHE_BYTES, GROUP_ROUTE, FastGroupRead
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
@@ -176,7 +177,7 @@ def create_sidecar_app(
         reads.waiter.close()
         await client.aclose()
 
-    app = FastAPI(title="rmwatch sidecar", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="rmwatch sidecar", version="0.1.0", lifespan=lifespan, **APP_OPTIONS)
     app.state.replica = replica
     app.state.drain = drain
     app.state.metrics = metrics

@@ -34,6 +34,7 @@ from rmwatch.errors import (
     RmwatchError,
 )
 from rmwatch.http import pdjson
+from rmwatch.http.app_options import APP_OPTIONS
 from rmwatch.http.body import read_body
 from rmwatch.http.direct_routes import DirectRoutes, direct_routes
 from rmwatch.http.errors import Refusal, error_response
@@ -170,7 +171,7 @@ def create_writer_app(
         yield
         await client.aclose()
 
-    app = FastAPI(title="rmwatch writer", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="rmwatch writer", version="0.1.0", lifespan=lifespan, **APP_OPTIONS)
     app.state.api = api
     app.state.drainer = api.drainer
     app.state.forward_client = client
