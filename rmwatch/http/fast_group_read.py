@@ -38,9 +38,11 @@ def _json_bytes(body: Any) -> bytes:
                       separators=(",", ":")).encode("utf-8")  # fmt: skip
 
 
-BODY_CACHE_BYTES = 32 * 1024 * 1024
-"""The remembered bodies' budget: ~40k group bodies of ~700 B, a fraction of what the replica
-holds for 100k groups, so reading every group once cannot grow the process without bound."""
+BODY_CACHE_BYTES = 16 * 1024 * 1024
+"""The remembered bodies' budget: ~18k group bodies (~700 B each plus ``ENTRY_OVERHEAD``),
+far more than a hot set of 2000 groups, and a small fraction of what a replica of 100k groups
+holds, so reading every group once cannot grow the process without bound. A body that fell
+out is encoded again (tens of microseconds), never wrong."""
 
 ENTRY_OVERHEAD = 200
 """Bytes charged per remembered body beyond its length: the key tuple, the entry tuple, the
