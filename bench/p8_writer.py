@@ -112,6 +112,13 @@ class HttpWriter:
             time.sleep(0.05)
         self.sockets = [RawConnection(self.port) for _ in range(max(CONNECTIONS))]
 
+    def reconnect(self) -> None:
+        """Fresh keep-alive connections (untimed, before every sample): uvicorn closes a
+        connection idle for 5 s, as the HTTP variant's are while the other variants run."""
+        for sock in self.sockets:
+            sock.close()
+        self.sockets[:] = [RawConnection(self.port) for _ in range(max(CONNECTIONS))]
+
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
         """One request with http.client (setup and checks, never timed)."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
@@ -188,9 +195,11 @@ class Counter:
         return first
 
 
-def rate(op: Op, ops: int, connections: int, counter: Counter) -> float:
+def rate(op: Op, ops: int, connections: int, counter: Counter,
+         before: Callable[[], None]) -> float:  # fmt: skip
     """Writes per second of ``ops`` writes over ``connections`` slots (threads when > 1),
-    each slot writing one at a time."""
+    each slot writing one at a time; ``before()`` runs first, untimed."""
+    before()
     first = counter.take(ops)
     if connections == 1:
         start = time.perf_counter()
@@ -221,10 +230,10 @@ def rate(op: Op, ops: int, connections: int, counter: Counter) -> float:
     return ops / elapsed
 
 
-def measure(cases: dict[str, dict[str, Op]], *, ops: int, reps: int, warmup: int
-            ) -> dict[str, Any]:  # fmt: skip
+def measure(cases: dict[str, dict[str, Op]], *, ops: int, reps: int, warmup: int,
+            before: Callable[[], None]) -> dict[str, Any]:  # fmt: skip
     """Median writes/s of every variant of every case (``operation/connections``), rotated,
-    with per-rep ratios to raw."""
+    with per-rep ratios to raw; ``before()`` runs ahead of every sample, untimed."""
     results: dict[str, Any] = {}
     counters: dict[str, Counter] = {}  # per operation and variant, across connection counts
     for case, variants in cases.items():
@@ -233,13 +242,13 @@ def measure(cases: dict[str, dict[str, Op]], *, ops: int, reps: int, warmup: int
         for name in variants:
             counters.setdefault(f"{operation}/{name}", Counter())
         for name, op in variants.items():  # warm-up: connections, caches, threads
-            rate(op, warmup, connections, counters[f"{operation}/{name}"])
+            rate(op, warmup, connections, counters[f"{operation}/{name}"], before)
 
         def progress(rep: int, s: dict[str, list[float]], case: str = case) -> None:
             log(f"  P8 {case} rep {rep + 1}: " + " ".join(f"{n} {s[n][-1]:.0f}/s" for n in s))
 
         def variant(op: Op, counter: Counter, connections: int) -> Callable[[int], float]:
-            return lambda _rep: rate(op, ops, connections, counter)
+            return lambda _rep: rate(op, ops, connections, counter, before)
 
         timed = {
             name: variant(op, counters[f"{operation}/{name}"], connections)
@@ -272,7 +281,7 @@ def run(endpoint: str, *, reps: int, smoke: bool) -> dict[str, Any]:
         server = HttpWriter(endpoint)
         cases = _cases(client, layout, leadership, writer, server,
                        count=len(CONNECTIONS) * (warmup + reps * ops))  # fmt: skip
-        results = measure(cases, ops=ops, reps=reps, warmup=warmup)
+        results = measure(cases, ops=ops, reps=reps, warmup=warmup, before=server.reconnect)
     finally:
         if server is not None:
             server.close()
@@ -298,7 +307,7 @@ def _cases(client: Any, layout: KeyLayout, leadership: Leadership, writer: Write
         writer.add_group(group(f"bench-{s}", 1))
         status, body = server.request("POST", f"{PREFIX}/config/group", group_body(f"bench-{s}", 1))
         assert status == 200, body
-    socks = server.sockets
+    socks = server.sockets  # refreshed in place by ``reconnect``
 
     def prepared(method: str, path: str, body: Callable[[int], bytes]) -> list[bytes]:
         return [RawConnection.prepare(method, path, body(k)) for k in range(count)]
