@@ -38,10 +38,7 @@ KNOWN_EXPORT_GAPS: dict[tuple[str, str], str] = {}
 
 # Files that still carry the version as a literal, each with its reason; removed once they
 # read rmwatch.__version__ (a stale entry fails test_known_version_copies_are_still_there).
-KNOWN_VERSION_COPIES: dict[str, str] = {
-    "rmwatch/http/sidecar_app.py": "FastAPI(version=...) of the sidecar's OpenAPI schema",
-    "rmwatch/http/writer_app.py": "FastAPI(version=...) of the writer's OpenAPI schema",
-}
+KNOWN_VERSION_COPIES: dict[str, str] = {}
 
 
 def _project_version() -> str:

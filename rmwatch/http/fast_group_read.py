@@ -15,6 +15,7 @@ routed one: status, body bytes and headers (``X-Revision``, ``X-Revision-Age``).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -37,30 +38,56 @@ def _json_bytes(body: Any) -> bytes:
                       separators=(",", ":")).encode("utf-8")  # fmt: skip
 
 
+BODY_CACHE_BYTES = 16 * 1024 * 1024
+"""The remembered bodies' budget: ~18k group bodies (~700 B each plus ``ENTRY_OVERHEAD``),
+far more than a hot set of 2000 groups, and a small fraction of what a replica of 100k groups
+holds, so reading every group once cannot grow the process without bound. A body that fell
+out is encoded again (tens of microseconds), never wrong."""
+
+ENTRY_OVERHEAD = 200
+"""Bytes charged per remembered body beyond its length: the key tuple, the entry tuple, the
+bytes object's header and the dict slots (~200 B measured with sys.getsizeof on CPython 3.11)."""
+
+
 class GroupBodies:
     """JSON bodies of group reads, kept while the group's objects are unchanged.
 
     A body is valid as long as the snapshot still returns the very same group (and states)
-    objects: the entry holds them, and an identity check decides. Bounded: cleared when full.
+    objects: the entry holds them, and an identity check decides. Bounded by bytes
+    (``max_bytes``, each entry charged its length plus ``ENTRY_OVERHEAD``): past the budget
+    the least recently used bodies are dropped one by one, so a pass over more groups than fit
+    costs a re-encode of the coldest, never a wholesale clear (which made every hot group
+    miss at once).
     """
 
-    def __init__(self, limit: int = 50_000) -> None:
-        self._limit = limit
-        self._entries: dict[
+    def __init__(self, max_bytes: int = BODY_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._entries: OrderedDict[
             tuple[str, int, bool], tuple[ResourceGroup, GroupStates | None, bytes]
-        ] = {}
+        ] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def body(self, name: str, keyspace: int, stats: bool, group: ResourceGroup,
              states: GroupStates | None) -> bytes:  # fmt: skip
         """The JSON bytes of ``group`` as PD shows it, encoded again only if it changed."""
         key = (name, keyspace, stats)
-        entry = self._entries.get(key)
-        if entry is not None and entry[0] is group and entry[1] is states:
-            return entry[2]
+        entries = self._entries
+        entry = entries.get(key)
+        if entry is not None:
+            if entry[0] is group and entry[1] is states:
+                entries.move_to_end(key)
+                return entry[2]
+            del entries[key]
+            self.nbytes -= len(entry[2]) + ENTRY_OVERHEAD
         body = _json_bytes(pdjson.group_json(group, states, with_stats=stats))
-        if len(self._entries) >= self._limit:
-            self._entries.clear()
-        self._entries[key] = (group, states, body)
+        entries[key] = (group, states, body)
+        self.nbytes += len(body) + ENTRY_OVERHEAD
+        while self.nbytes > self.max_bytes and entries:
+            _, (_, _, dropped) = entries.popitem(last=False)
+            self.nbytes -= len(dropped) + ENTRY_OVERHEAD
         return body
 
 
@@ -72,16 +99,18 @@ class FastGroupRead:
         replica: the replica whose snapshots answer.
         route: the routed handler's route object, put in ``scope["route"]`` so the request
             tracker labels a fast answer like a routed one.
+        body_cache_bytes: the remembered bodies' budget (``GroupBodies``).
     """
 
     _PREFIX = PREFIX + "/config/group/"
     _FAST_KEYS = frozenset({"with_stats", "keyspace_id"})
 
-    def __init__(self, app: ASGIApp, *, replica: Replica, route: Any) -> None:
+    def __init__(self, app: ASGIApp, *, replica: Replica, route: Any,
+                 body_cache_bytes: int = BODY_CACHE_BYTES) -> None:  # fmt: skip
         self.app = app
         self.replica = replica
         self.route = route
-        self.bodies = GroupBodies()
+        self.bodies = GroupBodies(body_cache_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -130,4 +159,4 @@ class FastGroupRead:
         ]
 
 
-__all__ = ["GROUP_ROUTE", "FastGroupRead", "GroupBodies"]
+__all__ = ["BODY_CACHE_BYTES", "GROUP_ROUTE", "FastGroupRead", "GroupBodies"]

@@ -33,11 +33,13 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from rmwatch import __version__
 from rmwatch.errors import InvalidInputError, NotReadyError, RevisionTimeoutError, RmwatchError
 from rmwatch.http import pdjson
 from rmwatch.http import service_limit as limits
+from rmwatch.http.app_options import APP_OPTIONS
 from rmwatch.http.errors import Refusal, error_response
-from rmwatch.http.fast_group_read import GROUP_ROUTE, FastGroupRead
+from rmwatch.http.fast_group_read import BODY_CACHE_BYTES, GROUP_ROUTE, FastGroupRead
 from rmwatch.http.forbidden_forward import FORBIDDEN_FORWARD_HEADER, ForbiddenForwardGuard
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
 from rmwatch.http.gojson import GoJSONResponse
@@ -145,6 +147,7 @@ def create_sidecar_app(
     max_body: int = DEFAULT_MAX_BODY,
     forward_timeout: float = DEFAULT_FORWARD_TIMEOUT,
     drain: ServerDrain | None = None,
+    body_cache_bytes: int = BODY_CACHE_BYTES,
 ) -> FastAPI:
     """The sidecar's FastAPI app over a started ``replica`` (the caller owns its lifecycle).
 
@@ -159,6 +162,8 @@ def create_sidecar_app(
         max_body: largest forwarded write body, in bytes (413 above).
         forward_timeout: deadline of one forwarded write, in seconds.
         drain: the server's drain (the CLI begins it on SIGTERM); a fresh one if None.
+        body_cache_bytes: budget of the group GET's remembered JSON bodies
+            (``rmwatch.http.fast_group_read``).
     """
     metrics = SidecarMetrics()
     drain = drain if drain is not None else ServerDrain()
@@ -175,7 +180,7 @@ def create_sidecar_app(
         reads.waiter.close()
         await client.aclose()
 
-    app = FastAPI(title="rmwatch sidecar", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="rmwatch sidecar", version=__version__, lifespan=lifespan, **APP_OPTIONS)
     app.state.replica = replica
     app.state.drain = drain
     app.state.metrics = metrics
@@ -193,7 +198,8 @@ def create_sidecar_app(
     # Innermost first: the fast group read sits inside the guard and the request tracker, so
     # a fast answer is refused, drained and counted exactly like a routed one.
     group_route = _route_of(router, GROUP_ROUTE, "GET")
-    app.add_middleware(FastGroupRead, replica=replica, route=group_route)
+    app.add_middleware(FastGroupRead, replica=replica, route=group_route,
+                       body_cache_bytes=body_cache_bytes)  # fmt: skip
     app.add_middleware(ForbiddenForwardGuard, stamp=reads.refused)
     app.add_middleware(RequestTracker, metrics=metrics, drain=drain)  # outermost: sees all
     return app

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 
+from rmwatch import __version__
 from rmwatch.errors import (
     DrainingError,
     InvalidInputError,
@@ -36,6 +37,7 @@ from rmwatch.errors import (
 )
 from rmwatch.http import gojson, pdjson
 from rmwatch.http import service_limit as limits
+from rmwatch.http.app_options import APP_OPTIONS
 from rmwatch.http.body import read_body
 from rmwatch.http.direct_routes import DirectRoutes, direct_routes
 from rmwatch.http.errors import Refusal, error_response
@@ -169,7 +171,7 @@ def create_writer_app(
         yield
         await client.aclose()
 
-    app = FastAPI(title="rmwatch writer", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="rmwatch writer", version=__version__, lifespan=lifespan, **APP_OPTIONS)
     app.state.api = api
     app.state.drainer = api.drainer
     app.state.forward_client = client
