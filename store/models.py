@@ -57,8 +57,9 @@ def construct_trusted(
     cls: type[M], fields: dict[str, Any], private: dict[str, Any] | None = None
 ) -> M:
     """A model from values already checked, without pydantic's validation: what
-    ``cls.model_construct(**fields)`` builds when ``fields`` holds every field, at a tenth of
-    its cost, for the settings decoder (``rmwatch.store.settings_decode``).
+    ``cls.model_construct(**fields)`` builds when ``fields`` holds every field, at half its
+    cost (no per-field walk for defaults and aliases), for the settings decoder
+    (``rmwatch.store.settings_decode``).
 
     ``fields`` must hold every field of ``cls`` under its name with the types validation gives
     (enum members, tuples); ``private`` the private attributes, if ``cls`` has any. The
