@@ -25,10 +25,10 @@ from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
 from rmwatch.store.models import (
     ControllerConfig,
     GroupStates,
-    KeyspaceIdentity,
     ResourceGroup,
     ServiceLimit,
 )
+from rmwatch.store.settings_decode import InvalidGroupError, group_from_message
 
 Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 """What a metadata key decodes to."""
@@ -66,31 +66,6 @@ def _known_in_unknown(msg: Message) -> str | None:
 # ---- settings (protobuf) --------------------------------------------------------------------
 
 
-def _message_to_dict(msg: Message) -> dict[str, Any]:
-    # ListFields (in C) yields only fields that are set: sub-messages when present, scalars
-    # when non-zero. Every model default equals the proto3 zero value except ResourceGroup.mode
-    # (model default RU, wire default Unknown), which decode_settings fills in explicitly.
-    # About 3 us per group here against 24 us for a walk over every declared field.
-    out: dict[str, Any] = {}
-    for field, value in msg.ListFields():
-        kind = _KINDS.get(field)
-        if kind is None:
-            kind = _KINDS[field] = (
-                _SUBMESSAGE if field.type == _MESSAGE else _LIST if _is_repeated(field) else 0
-            )
-        if kind == _SUBMESSAGE:
-            out[field.name] = _message_to_dict(value)
-        elif kind == _LIST:
-            out[field.name] = list(value)
-        else:
-            out[field.name] = value
-    return out
-
-
-_SUBMESSAGE, _LIST = 1, 2
-_KINDS: dict[Any, int] = {}  # field descriptor -> kind; descriptor attribute reads are slow
-
-
 def _has_unknown_fields(msg: Message, data: bytes) -> bool:
     # Unknown fields count in the encoded size: if the message re-encoded without them is as
     # long as the input, there are none anywhere (the common case, ~2 us). A non-canonical
@@ -123,7 +98,11 @@ def _apply(msg: Message, data: dict[str, Any]) -> None:
 
 
 def decode_settings(key: str, data: bytes) -> ResourceGroup:
-    """Decode a ``ResourceGroup`` protobuf; raise DecodeError naming ``key`` if it does not."""
+    """Decode a ``ResourceGroup`` protobuf; raise DecodeError naming ``key`` if it does not.
+
+    Checked and built straight from the parsed message (``rmwatch.store.settings_decode``):
+    no pydantic validation per stored value.
+    """
     msg = pb.ResourceGroup()
     try:
         msg.ParseFromString(data)
@@ -133,26 +112,10 @@ def decode_settings(key: str, data: bytes) -> ResourceGroup:
         wrong = _known_in_unknown(msg)
         if wrong:
             raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
-    fields = _message_to_dict(msg)
-    fields.setdefault("mode", 0)
-    identity: KeyspaceIdentity | None = None
-    if "keyspace_id" in fields:
-        # kvproto's KeyspaceIDValue is a oneof: ``value`` (V1/V2, 0 included) or the V3
-        # ``keyspace_identity``. An empty message (no case set) reads as value 0, as Go's
-        # GetValue() does. kvproto: proto/resource_manager.proto:32-40 (HEAD b6cdca1)
-        case = fields["keyspace_id"]
-        if "keyspace_identity" in case:
-            identity = KeyspaceIdentity.model_validate(case["keyspace_identity"])
-            fields["keyspace_id"] = identity.keyspace_id
-        else:
-            fields["keyspace_id"] = case.get("value", 0)
     try:
-        group = ResourceGroup.model_validate(fields)
-    except ValidationError as exc:
-        raise DecodeError(key, _first_error(exc)) from None
-    group._wire = bytes(data)  # private attribute: allowed on a frozen model, no copy
-    group._identity = identity
-    return group
+        return group_from_message(msg, bytes(data))  # no copy when ``data`` is bytes
+    except InvalidGroupError as exc:
+        raise DecodeError(key, str(exc)) from None
 
 
 def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
