@@ -68,7 +68,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     ),
 }
 
-_DOMAIN = ("keys", "models", "controller", "codec", "roles", "_pb")
+_DOMAIN = ("keys", "models", "controller", "settings_decode", "codec", "roles", "_pb")
 # Top-level names that belong to the repository, not to the installed package.
 _REPOSITORY_ONLY = frozenset({"tests", "bench", "store", "watcher", "harness", "history"})
 _REPOSITORY_ONLY_PREFIXES = ("conftest", "test_")
