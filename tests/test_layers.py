@@ -7,8 +7,8 @@ layer      modules                                                     may impor
 =========  ==========================================================  ===========================
 base       ``rmwatch`` (the root), ``rmwatch.errors``,                 nothing from rmwatch
            ``rmwatch._logging``
-domain     ``rmwatch.store.{keys,models,codec,roles}``,                base
-           ``rmwatch.store._pb``
+domain     ``rmwatch.store.{keys,models,controller,settings_decode,    base
+           codec,roles}``, ``rmwatch.store._pb``
 etcd       ``rmwatch.store.etcd.*`` (the etcd adapter)                 base, domain
 keyspaces  ``rmwatch.store.keyspaces`` (keyspace name -> id)           base, domain, etcd
 writer     every other ``rmwatch.store`` module (the writer,           base, domain, etcd,
