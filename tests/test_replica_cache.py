@@ -1,10 +1,16 @@
-"""The replica's snapshot cache helpers that hold process-wide state."""
+"""The replica's hold on the process-wide GC: paused during builds, the snapshot frozen."""
 
 from __future__ import annotations
 
 import gc
+from typing import Any
 
-from rmwatch.watcher.cache import gc_paused
+import pytest
+from harness import put_group
+
+from rmwatch.store.keys import KeyLayout
+from rmwatch.watcher.gc_control import gc_paused
+from rmwatch.watcher.replica import Replica
 
 
 class TestGcPaused:
@@ -40,3 +46,54 @@ class TestGcPaused:
         finally:
             if not was:
                 gc.disable()
+
+
+class TestFrozenHeap:
+    """The loaded snapshot is frozen out of the GC's reach, and the application's GC state
+    comes back when the replicas close."""
+
+    def test_a_load_freezes_and_the_last_close_unfreezes(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """Two replicas in one process: objects are frozen after their loads, and the permanent
+        generation is given back to the collector only when the last of them closes."""
+        put_group(etcd_client, KeyLayout(root_prefix), "g1", 1)
+        gc.unfreeze()
+        enabled = gc.isenabled()
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as first:
+            first.wait_ready(10)
+            assert gc.get_freeze_count() > 0
+            with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as second:
+                second.wait_ready(10)
+            assert gc.get_freeze_count() > 0, "unfrozen while a replica still runs"
+        assert gc.get_freeze_count() == 0
+        assert gc.isenabled() is enabled
+
+    def test_an_application_that_froze_objects_keeps_its_freeze(
+        self, etcd_endpoints: list[str], root_prefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When the application froze objects itself, the replica neither freezes nor
+        unfreezes: the application manages its GC."""
+        calls: list[str] = []
+        real_freeze, real_unfreeze = gc.freeze, gc.unfreeze
+        gc.freeze()
+        try:
+            monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+            monkeypatch.setattr(gc, "unfreeze", lambda: calls.append("unfreeze"))
+            with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
+                replica.wait_ready(10)
+            assert calls == []
+            assert gc.get_freeze_count() > 0
+        finally:
+            monkeypatch.undo()
+            assert gc.freeze is real_freeze
+            real_unfreeze()
+
+    def test_freeze_gc_false_leaves_the_gc_alone(
+        self, etcd_endpoints: list[str], root_prefix: str
+    ) -> None:
+        """``freeze_gc=False`` never freezes."""
+        gc.unfreeze()
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix, freeze_gc=False) as replica:
+            replica.wait_ready(10)
+            assert gc.get_freeze_count() == 0

@@ -4,19 +4,17 @@ A ``Snapshot`` holds every key under the prefix at exactly one revision. Applier
 next snapshot from the previous one and publish it by swapping one reference, so readers never
 lock and never see half a revision.
 
-Values decode lazily: an ``Entry`` keeps the raw bytes and builds its model on first use (and
-keeps it). Decoding is most of the cost of loading or replaying (pydantic models plus the GC
-work they cause; see bench/README.md), so a load keeps raw bytes and leaves decoding to the
-first read. The replica's validator thread decodes every new entry in the background, so bad
-values are still found, logged and listed within moments, and a read never returns one.
+An ``Entry`` keeps the raw bytes and the decoded value. A load decodes every value before the
+snapshot is published, so a replica is ready with everything decoded and checked, and a first
+read costs what any read costs. The watch publishes new entries undecoded (the apply path
+stays as fast as the stream) and the replica's validator thread decodes them moments later;
+a reader that gets there first decodes on the spot. Either way a bad value is never served.
 """
 
 from __future__ import annotations
 
-import gc
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, NamedTuple, TypeVar
@@ -25,19 +23,20 @@ from rmwatch.errors import DecodeError, InvalidKeyError
 from rmwatch.store.codec import Value, decode_value
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.watcher.gc_control import gc_paused
 from rmwatch.watcher.overlay import TOMBSTONE, Overlay
 
 T = TypeVar("T")
 
 
 class Entry:
-    """One key as stored: raw bytes, mod revision, parsed key; the value decodes on first use.
+    """One key as stored: raw bytes, mod revision, parsed key, and the value once decoded.
 
     ``value`` is None when the value is bad (``error`` says why) or the key's kind is unknown.
     Two threads decoding at once compute the same result; either assignment is fine.
     """
 
-    __slots__ = ("_checked", "_done", "_error", "_value", "key", "mod_revision", "parsed", "raw")
+    __slots__ = ("_done", "_error", "_value", "key", "mod_revision", "parsed", "raw")
 
     def __init__(
         self,
@@ -56,44 +55,36 @@ class Entry:
         self._value = value
         self._error = error
         self._done = value is not None or error is not None or parsed is None
-        self._checked = self._done
 
-    def _decode(self) -> None:
-        parsed = self.parsed
-        assert parsed is not None
-        try:
-            self._value = decode_value(self.key, parsed, self.raw)
-        except DecodeError as exc:
-            self._error = exc.reason
-        self._done = True
+    def decode(self) -> str | None:
+        """Decode now if not yet done, and keep the value; returns the error, or None."""
+        if not self._done:
+            parsed = self.parsed
+            assert parsed is not None
+            try:
+                self._value = decode_value(self.key, parsed, self.raw)
+            except DecodeError as exc:
+                self._error = exc.reason
+            self._done = True
+        return self._error
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the value was decoded (or found bad) already."""
+        return self._done
 
     @property
     def value(self) -> Value | None:
         """The decoded model, or None (bad value, or a key kind this version does not know)."""
         if not self._done:
-            self._decode()
+            self.decode()
         return self._value
 
     @property
     def error(self) -> str | None:
         """Why the value was skipped, or None when it is good."""
         if not self._done:
-            self._decode()
-        return self._error
-
-    def check(self) -> str | None:
-        """Validate without keeping the model (the validator thread's pass: memory stays near
-        the raw bytes until a reader asks for the value). Returns the error, or None."""
-        if self._done or self._checked:
-            return self._error
-        parsed = self.parsed
-        assert parsed is not None
-        try:
-            decode_value(self.key, parsed, self.raw)
-        except DecodeError as exc:
-            self._error = exc.reason
-            self._done = True  # a bad value has nothing to keep: done for good
-        self._checked = True
+            self.decode()
         return self._error
 
     @property
@@ -172,33 +163,8 @@ def make_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> En
 def decode_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> Entry:
     """An Entry decoded now (for callers that want errors at once)."""
     entry = make_entry(layout, key, raw, mod_revision)
-    entry.error  # noqa: B018 (decodes)
+    entry.decode()
     return entry
-
-
-_gc_lock = threading.Lock()
-_gc_holders = 0
-_gc_was_enabled = True
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a bulk build, which otherwise spends much of its time in
-    gen-2 collections that find nothing (entries hold no cycles). Nested and thread-safe:
-    the GC comes back when the last holder leaves, if it was on before."""
-    global _gc_holders, _gc_was_enabled  # noqa: PLW0603 (one process-wide switch)
-    with _gc_lock:
-        if _gc_holders == 0:
-            _gc_was_enabled = gc.isenabled()  # the application's own setting, restored below
-        _gc_holders += 1
-        gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if _gc_holders == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 @dataclass(frozen=True)
@@ -298,8 +264,11 @@ def build_snapshot(
     revision: int,
     kvs: Iterable[tuple[str, bytes, int]],
     previous: Snapshot | None = None,
+    *,
+    decode: bool = True,
 ) -> Snapshot:
-    """A snapshot from a full load (key, value, mod_revision) at ``revision``.
+    """A snapshot from a full load (key, value, mod_revision) at ``revision``, every value
+    decoded (``decode``) so bad ones are known before it is served.
 
     Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
     rebuild decodes only what changed and holds one copy of what did not.
@@ -311,8 +280,12 @@ def build_snapshot(
             before = old.get_fast(key) if old is not None else None
             if before is not None and before.mod_revision == mod_revision and before.raw == raw:
                 entries[key] = before
+                if decode:
+                    before.decode()  # a watch entry the validator has not reached yet
             else:
-                entries[key] = make_entry(layout, key, raw, mod_revision)
+                entry = entries[key] = make_entry(layout, key, raw, mod_revision)
+                if decode:
+                    entry.decode()
     return Snapshot(layout, revision, Overlay(entries))
 
 

@@ -27,6 +27,7 @@ from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 from rmwatch.watcher.cache import Snapshot, Versioned
 from rmwatch.watcher.digest import DigestResult
+from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.jobs import Jobs
 from rmwatch.watcher.listeners import Listener, Listeners
 from rmwatch.watcher.loader import DEFAULT_PAGE_SIZE
@@ -56,6 +57,9 @@ class Replica:
         history: how many transitions ``transitions()`` and ``status()`` keep.
         client_factory / session_factory: seams for tests (the etcd client, the watch).
         verify_prev_kv: check every event's previous value against the cache.
+        freeze_gc: after each snapshot load, move the process's tracked objects to the GC's
+            permanent generation so gen-2 collections skip the snapshot (see ``gc_control``);
+            undone when the last replica of the process closes.
     """
 
     def __init__(
@@ -74,6 +78,7 @@ class Replica:
         client_factory: Callable[[EtcdConfig], Any] = connect,
         session_factory: Callable[..., WatchSession] = WatchSession,
         verify_prev_kv: bool = False,
+        freeze_gc: bool = True,
     ) -> None:
         if etcd is None:
             if endpoints is None:
@@ -101,6 +106,8 @@ class Replica:
         self._client_factory = client_factory
         self._session_factory = session_factory
         self._jobs: Jobs | None = None
+        self._freeze_gc = freeze_gc
+        self._holds_freezer = False
         self._stop = threading.Event()  # set by close(): the replica is closed for good
         self._start_lock = threading.Lock()
 
@@ -118,6 +125,10 @@ class Replica:
                         machine=self._sm, listeners=self._listeners, validator=self._validator,
                         metrics=self.metrics, session_factory=self._session_factory,
                         ready=lambda: self.ready, stop=self._stop)  # fmt: skip
+            jobs.sync.freeze_heap = self._freeze_gc
+            if self._freeze_gc:
+                HeapFreezer.acquire()
+                self._holds_freezer = True
             self._jobs = jobs
             self._sm.move(ReplicaState.LOADING, "started", applied_revision=0,
                           event="replica_started")  # fmt: skip
@@ -131,6 +142,10 @@ class Replica:
         jobs = self._jobs
         if jobs is not None:
             jobs.stop(timeout)
+        with self._start_lock:
+            if self._holds_freezer:
+                self._holds_freezer = False
+                HeapFreezer.release()
         if self._sm.state is not ReplicaState.STOPPED:
             self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision,
                           event="replica_stopped")  # fmt: skip

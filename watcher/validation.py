@@ -1,9 +1,11 @@
-"""The validator: decodes every new entry off the replica's hot path and keeps the registry
-of bad values that /status lists.
+"""The validator: keeps the registry of bad values that /status lists, and decodes every
+entry the watch applied, off the apply path.
 
-Reads never see a bad value (an entry decodes on first use and a bad one reads as absent);
-this thread finds bad values even when nobody reads them. It works in batches of up to 2000
-entries with the cyclic GC paused, so a large load is checked within moments of being served.
+A load decodes every value before it is published; ``reset`` then takes the bad ones from that
+snapshot in one pass. Entries applied from the watch are published undecoded and submitted
+here: this thread decodes each one (keeping the value, so readers find it decoded) in batches
+of up to 2000 with the cyclic GC paused. Reads never see a bad value either way (an entry a
+reader reaches first decodes on the spot, and a bad one reads as absent).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import threading
 from collections.abc import Callable, Iterable
 
 from rmwatch._logging import get_logger
-from rmwatch.watcher.cache import BadValue, Entry, Snapshot, gc_paused
+from rmwatch.watcher.cache import BadValue, Entry, Snapshot
+from rmwatch.watcher.gc_control import gc_paused
 from rmwatch.watcher.metrics import ReplicaMetrics
 
 _log = get_logger("replica")
@@ -31,6 +34,23 @@ class Validator:
         self._lock = threading.Lock()
         self._queued = 0  # written by the submitting (worker) thread only
         self._validated = 0  # written by the validator thread only
+
+    def reset(self, snap: Snapshot) -> None:
+        """Take the registry from a freshly loaded (fully decoded) snapshot: its bad values
+        replace every record; entries still queued from before are checked as usual (only a
+        key's current entry changes its record)."""
+        found: dict[str, BadValue] = {}
+        for key, entry in snap.entries.items():
+            if entry.known and entry.decoded and entry.error is not None:
+                found[key] = BadValue(key, entry.mod_revision, entry.error)
+        with self._lock:
+            new = [key for key, bad in found.items() if self._bad.get(key) != bad]
+            self._bad = found
+            self._metrics.bad_keys.set(len(found))
+        for key in new:
+            bad = found[key]
+            self._metrics.decode_errors.inc()
+            _log.warning("bad_value_found", key=key, revision=bad.revision, error=bad.error)
 
     def submit(self, items: Iterable[tuple[str, Entry | None]]) -> None:
         """Queue (key, entry) pairs; None is a delete (it clears the key's record)."""
@@ -70,7 +90,7 @@ class Validator:
                 self._metrics.bad_keys.set(len(self._bad))
 
     def _check(self, key: str, entry: Entry | None) -> None:
-        error = entry.check() if entry is not None and entry.known else None
+        error = entry.decode() if entry is not None and entry.known else None
         with self._lock:
             # Re-read under the lock: a superseded entry must not overwrite a newer record.
             snap = self._current()
