@@ -181,9 +181,14 @@ class Snapshot:
     _memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
+    # ``{prefix}settings/``: the legacy group key is this plus the name (the read hot path
+    # concatenates instead of formatting through the layout).
+    _settings_key: str = field(init=False, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         if not self.events_through:
             object.__setattr__(self, "events_through", self.revision)
+        object.__setattr__(self, "_settings_key", self.layout.prefix + "settings/")
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -195,9 +200,16 @@ class Snapshot:
         """A group's settings. For the null keyspace the legacy key wins; the keyspace-form key
         ``keyspace/settings/4294967295/{name}`` is the fallback (PD writes only the legacy one).
         """
-        value = self._value(self.layout.settings(name, keyspace_id))
-        if value is None and keyspace_id == NULL_KEYSPACE_ID:
+        if keyspace_id == NULL_KEYSPACE_ID:
+            # The hot path, inlined: one concatenation, one lookup, the decoded slot.
+            entry = self.entries.get_fast(self._settings_key + name)
+            if entry is not None:
+                value = entry._value if entry._done else entry.value
+                if isinstance(value, ResourceGroup):
+                    return value
             value = self._value(f"{self.layout.prefix}keyspace/settings/{keyspace_id}/{name}")
+        else:
+            value = self._value(self.layout.settings(name, keyspace_id))
         return value if isinstance(value, ResourceGroup) else None
 
     def get_states(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> GroupStates | None:
@@ -320,7 +332,11 @@ def apply_changes(
                 )
             )
             continue
-        entry = make_entry(layout, change.key, change.value, change.revision)
+        if prev_entry is not None and prev_entry.parsed is not None:
+            # Same key, same parse: an update skips parsing its key again.
+            entry = Entry(change.key, change.value, change.revision, prev_entry.parsed)
+        else:
+            entry = make_entry(layout, change.key, change.value, change.revision)
         updates[change.key] = entry
         events.append(
             ChangeEvent(

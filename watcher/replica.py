@@ -37,6 +37,7 @@ from rmwatch.watcher.published import Published
 from rmwatch.watcher.state import ReplicaState, StateMachine, Transition
 from rmwatch.watcher.validation import Validator
 
+_monotonic = time.monotonic  # a global, not an attribute lookup, on the read hot path
 _versioned = tuple.__new__  # Versioned is a NamedTuple: this builds one without its __new__
 
 
@@ -268,7 +269,7 @@ class Replica:
             min_revision is None
             and self._sm.may_serve
             and snap is not None
-            and time.monotonic() - published.confirmed_at <= self.max_staleness
+            and _monotonic() - published.confirmed_at <= self.max_staleness
         ):
             # The hot path: the same answer as snapshot() gives when ready, without building
             # the not-ready reason; tuple.__new__ skips the generic NamedTuple's __new__.
