@@ -10,9 +10,13 @@ them: a 65-190 ms pause on the read and watch paths, for nothing found. So:
 - ``HeapFreezer``: after a snapshot is loaded, ``gc.freeze()`` moves every tracked object to
   the permanent generation, which collections skip. Objects there are still freed by reference
   counting (a replaced snapshot goes as usual); only cyclic garbage that happens to exist at
-  that moment is kept until ``gc.unfreeze()``. The process has one permanent generation, so
-  the replicas of a process share it: it is unfrozen when the last of them closes, and never
-  touched at all when the application had frozen objects itself (it manages its GC then).
+  that moment is kept until ``gc.unfreeze()``. Values the watch brings in afterwards (each
+  decoded value is dozens of tracked objects) are frozen in turn by ``refreeze`` every few
+  hundred: a full collection first -- cheap, since it walks only what is not frozen yet, and
+  it frees the cyclic garbage made meanwhile instead of freezing it -- then a freeze. The
+  process has one permanent generation, so the replicas of a process share it: it is unfrozen
+  when the last of them closes, and never touched at all when the application had frozen
+  objects itself (it manages its GC then).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # reentrant: a finalizer run by refreeze's collection may pause
 _paused_holders = 0
 _was_enabled = True
 
@@ -74,6 +78,16 @@ class HeapFreezer:
         with _lock:
             if cls._holders == 0 or cls._app_froze:
                 return
+            gc.freeze()
+            cls._we_froze = True
+
+    @classmethod
+    def refreeze(cls) -> None:
+        """Collect what is not frozen yet, then freeze the survivors (see module doc)."""
+        with _lock:
+            if cls._holders == 0 or cls._app_froze:
+                return
+            gc.collect()
             gc.freeze()
             cls._we_froze = True
 

@@ -103,7 +103,9 @@ class Replica:
         self._published = Published(self.metrics)
         self._sm = StateMachine(history=history, on_transition=self._on_transition)
         self._listeners = Listeners(self.metrics)
-        self._validator = Validator(current=lambda: self._published.current, metrics=self.metrics)
+        self._validator = Validator(
+            current=lambda: self._published.current, metrics=self.metrics, freeze_heap=freeze_gc
+        )
         self._client_factory = client_factory
         self._session_factory = session_factory
         self._jobs: Jobs | None = None
