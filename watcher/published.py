@@ -26,6 +26,7 @@ class Published:
         # Notified on every publish and every state transition; waiters also poll.
         self.changed = threading.Condition()
         self.confirmed_at = time.monotonic()
+        self.swapped_at = 0.0  # monotonic time of the last publish (the validator yields to it)
         self.store_revision = 0
         self._metrics = metrics
 
@@ -48,9 +49,14 @@ class Published:
                     f"refused to publish revision {snap.revision} over {current.revision}"
                 )
             self.current = snap
+            self.swapped_at = time.monotonic()
             self.changed.notify_all()
         self._metrics.applied_revision.set(snap.revision)
         self._metrics.lag_revisions.set(max(0, self.store_revision - snap.revision))
+
+    def since_swap(self) -> float:
+        """Seconds since the last publish."""
+        return time.monotonic() - self.swapped_at
 
     def confirm(self) -> None:
         """etcd just vouched for the cache (an event or a progress response arrived)."""

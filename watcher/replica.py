@@ -104,7 +104,10 @@ class Replica:
         self._sm = StateMachine(history=history, on_transition=self._on_transition)
         self._listeners = Listeners(self.metrics)
         self._validator = Validator(
-            current=lambda: self._published.current, metrics=self.metrics, freeze_heap=freeze_gc
+            current=lambda: self._published.current,
+            metrics=self.metrics,
+            freeze_heap=freeze_gc,
+            since_publish=self._published.since_swap,
         )
         self._client_factory = client_factory
         self._session_factory = session_factory

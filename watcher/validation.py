@@ -3,9 +3,10 @@ entry the watch applied, off the apply path.
 
 A load decodes every value before it is published; ``reset`` then takes the bad ones from that
 snapshot in one pass. Entries applied from the watch are published undecoded and submitted
-here: this thread decodes each one (keeping the value, so readers find it decoded) in batches
-of up to 2000 with the cyclic GC paused. Reads never see a bad value either way (an entry a
-reader reaches first decodes on the spot, and a bad one reads as absent).
+here: this thread decodes each one (keeping the value, so readers find it decoded), in slices
+of 32 with the cyclic GC paused. Reads never see a bad value either way (an entry a reader
+reaches first decodes on the spot, and a bad one reads as absent). The apply path goes first:
+while the stream is busy the validator waits (a bounded while) for a quiet moment.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ _BATCH = 2000
 # before each freeze walks ~13k objects (a few ms), where a gen-2 collection over every value
 # the watch brought in since the load grew past 100 ms (2000 keys rewritten, 10k groups).
 _REFREEZE_AFTER = 256
+# Decodes between two looks at the stream, and how long a look may wait for it to go quiet.
+_SLICE = 32
+_QUIET = 0.002
+_MAX_DEFER = 0.02
 
 
 class Validator:
@@ -37,8 +42,10 @@ class Validator:
         current: Callable[[], Snapshot | None],
         metrics: ReplicaMetrics,
         freeze_heap: bool = True,
+        since_publish: Callable[[], float] = lambda: 1.0,
     ) -> None:
         self._current = current
+        self._since_publish = since_publish
         self._freeze_heap = freeze_heap
         self._since_freeze = 0  # entries decoded since the last refreeze
         self._metrics = metrics
@@ -95,13 +102,15 @@ class Validator:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            with gc_paused():
-                for key, entry in batch:
-                    self._check(key, entry)
-                    # Hand the GIL over after each decode: the sync worker, woken by the next
-                    # watch response, gets it within one decode instead of waiting up to the
-                    # interpreter's 5 ms switch interval.
-                    time.sleep(0)
+            for start in range(0, len(batch), _SLICE):
+                self._yield_to_apply(stop)
+                with gc_paused():
+                    for key, entry in batch[start : start + _SLICE]:
+                        self._check(key, entry)
+                        # Hand the GIL over after each decode: the sync worker, woken by the
+                        # next watch response, gets it within one decode instead of waiting up
+                        # to the interpreter's 5 ms switch interval.
+                        time.sleep(0)
             self._validated += len(batch)
             with self._lock:
                 self._metrics.bad_keys.set(len(self._bad))
@@ -109,6 +118,15 @@ class Validator:
             if self._freeze_heap and self._since_freeze >= _REFREEZE_AFTER:
                 self._since_freeze = 0
                 HeapFreezer.refreeze()
+
+    def _yield_to_apply(self, stop: threading.Event) -> None:
+        # Decoding shares the GIL with the sync worker: while the stream is busy (a publish
+        # within the last 2 ms, as in a catch-up or a burst), wait for a quiet moment, but no
+        # longer than 20 ms per slice, so a steady stream still gets every value checked.
+        deadline = time.monotonic() + _MAX_DEFER
+        while self._since_publish() < _QUIET and time.monotonic() < deadline:
+            if stop.wait(0.001):
+                return
 
     def _check(self, key: str, entry: Entry | None) -> None:
         error = entry.decode() if entry is not None and entry.known else None
