@@ -353,7 +353,7 @@ class Replica:
             "endpoint": None if jobs is None else jobs.sync.endpoint,
             "failed_tries": 0 if jobs is None else jobs.sync.failures,
             "relabels": 0 if jobs is None else jobs.relabel.relabels,
-            # Entries still waiting for the validator (it decodes each one after a load).
+            # Watch entries still waiting for the validator (a load decodes its own values).
             "validation_pending": self._validator.pending,
             "decode_errors": [
                 {"key": b.key, "revision": b.revision, "error": b.error}
