@@ -86,9 +86,14 @@ def run(rig: Rig) -> dict[str, Any]:
 
 
 def rows(pid: str, result: dict[str, Any]) -> list[Row]:
-    """The table's P2c line."""
-    return [goal_row(pid, f"highest event rate kept up with (p99 <= {result['kept_up_ms']:g} "
-                     "ms) / raw", result["rate_ratio"], ">=", GOAL)]  # fmt: skip
+    """The table's P2c line; informative only when the raw loop itself kept up with no step
+    in most reps (the machine, not the replica, was the limit: there is no ratio to judge)."""
+    row = goal_row(pid, f"highest event rate kept up with (p99 <= {result['kept_up_ms']:g} "
+                   "ms) / raw", result["rate_ratio"], ">=", GOAL)  # fmt: skip
+    if result["raw_events_per_s"]["median"] < STEPS[0]:
+        row["figure"] += " (not measured: the raw loop kept up with no step)"
+        row["met"] = None
+    return [row]
 
 
 def absolute(pid: str, result: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -68,6 +69,24 @@ class TestFrozenHeap:
             assert gc.get_freeze_count() > 0, "unfrozen while a replica still runs"
         assert gc.get_freeze_count() == 0
         assert gc.isenabled() is enabled
+
+    def test_a_closed_replica_frees_its_snapshot_while_another_keeps_the_heap_frozen(
+        self, etcd_endpoints: list[str], etcd_client: Any, root_prefix: str
+    ) -> None:
+        """A replica closed while another still runs lets its snapshot go at once, though its
+        own reference cycles stay frozen, and still reports its revision."""
+        put_group(etcd_client, KeyLayout(root_prefix), "g1", 1)
+        with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as keeper:
+            keeper.wait_ready(10)
+            closing = Replica(endpoints=etcd_endpoints, root_prefix=root_prefix).start()
+            closing.wait_ready(10)
+            revision = closing.revision
+            snap = weakref.ref(closing.snapshot())
+            closing.close()
+            assert gc.get_freeze_count() > 0
+            assert snap() is None, "the closed replica's snapshot is still alive"
+            assert closing.revision == revision
+            assert keeper.get_group("g1").value is not None
 
     def test_an_application_that_froze_objects_keeps_its_freeze(
         self, etcd_endpoints: list[str], root_prefix: str, monkeypatch: pytest.MonkeyPatch

@@ -148,13 +148,15 @@ class Replica:
         jobs = self._jobs
         if jobs is not None:
             jobs.stop(timeout)
+        if self._sm.state is not ReplicaState.STOPPED:
+            self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision,
+                          event="replica_stopped")  # fmt: skip
+        if jobs is not None:
+            self._published.drop()  # the snapshot goes now, not with the replica's cycles
         with self._start_lock:
             if self._holds_freezer:
                 self._holds_freezer = False
                 HeapFreezer.release()
-        if self._sm.state is not ReplicaState.STOPPED:
-            self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision,
-                          event="replica_stopped")  # fmt: skip
 
     def __enter__(self) -> Replica:
         return self.start()
@@ -256,7 +258,8 @@ class Replica:
         if reason is not None:
             raise NotReadyError(str(self.state), reason)
         snap = self._published.current
-        assert snap is not None
+        if snap is None:  # closed between the check and here
+            raise ReplicaClosedError("replica was closed")
         return snap
 
     def get_group(
@@ -337,7 +340,7 @@ class Replica:
         """Everything /status shows: state, revisions, lag, age, recoveries, bad keys, and the
         last digest result (with the strict-mode error if it raised one)."""
         snap = self._published.current
-        applied = 0 if snap is None else snap.revision
+        applied = self._published.revision
         store = max(self._published.store_revision, applied)
         jobs = self._jobs
         return {
