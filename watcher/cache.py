@@ -279,7 +279,7 @@ def build_snapshot(
     *,
     decode: bool = True,
 ) -> Snapshot:
-    """A snapshot from a full load (key, value, mod_revision) at ``revision``, every value
+    """A snapshot from a full load (key, value, mod_revision) at ``revision``, every new value
     decoded (``decode``) so bad ones are known before it is served.
 
     Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
@@ -291,9 +291,9 @@ def build_snapshot(
         for key, raw, mod_revision in kvs:
             before = old.get_fast(key) if old is not None else None
             if before is not None and before.mod_revision == mod_revision and before.raw == raw:
+                # Reused as it is: a watch entry the validator has not reached yet stays queued
+                # there (a rebuild after a burst does not decode the burst on its own time).
                 entries[key] = before
-                if decode:
-                    before.decode()  # a watch entry the validator has not reached yet
             else:
                 entry = entries[key] = make_entry(layout, key, raw, mod_revision)
                 if decode:
