@@ -12,8 +12,12 @@ Phases, in order, all against the one etcd:
 2. P8 -- writer library and HTTP vs raw txns (``p8_writer``).
 3. sweep -- groups under ``/bench/`` grown to each ``--groups`` size in turn; at each size
    time-to-ready (``p1_ready``) and memory (``p7_memory``). At ``--p-groups`` (100k) the
-   time-to-ready point is P1, and the pairs that need a live replica run there on one shared
-   replica (P4, P2, P2b, P3, P6), then P7.
+   time-to-ready point is P1 (with the 10k point as its second line), and the pairs that need
+   a live replica run there on one shared replica (P1b, P4, P2, P2b, P2c, P3, P6), then P7.
+
+``--phases`` runs a subset; the figures of the phases left out are kept from the
+``latest.json`` being replaced (its date noted in ``meta``), so the file always holds every
+figure.
 
 Each figure is one module (``bench/p<N>_*.py``): its method in its docstring, its sizes, its
 measurement, its goals (``rows``) and its absolute line. ``--smoke`` runs everything tiny (1000
@@ -39,7 +43,9 @@ import structlog
 
 from bench import (
     p1_ready,
+    p1b_first_read,
     p2_watch,
+    p2c_keepup,
     p3_catchup,
     p4_reads,
     p5_sidecar,
@@ -59,8 +65,10 @@ P_GROUPS = 100_000
 REPORTS: tuple[tuple[str, Callable[[str, dict[str, Any]], list[Row]],
                      Callable[[str, dict[str, Any]], str]], ...] = (
     ("P1", p1_ready.rows, p1_ready.absolute),
+    ("P1b", p1b_first_read.rows, p1b_first_read.absolute),
     ("P2", p2_watch.rows, p2_watch.absolute),
     ("P2b", p2_watch.rows, p2_watch.absolute),
+    ("P2c", p2c_keepup.rows, p2c_keepup.absolute),
     ("P3", p3_catchup.rows, p3_catchup.absolute),
     ("P4", p4_reads.rows, p4_reads.absolute),
     ("P5", p5_sidecar.rows, p5_sidecar.absolute),
@@ -75,16 +83,20 @@ REPORTS: tuple[tuple[str, Callable[[str, dict[str, Any]], list[Row]],
 
 def replica_pairs(endpoint: str, pop: Population, n: int, reps: int, smoke: bool
                   ) -> dict[str, Any]:  # fmt: skip
-    """P4, P2, P2b, P3, P6 on one live replica of ``n`` groups, then P7 (P1 comes from the
-    sweep)."""
+    """P1b, P4, P2, P2b, P2c, P3, P6 on one live replica of ``n`` groups, then P7 (P1 comes
+    from the sweep). P1b goes first: it needs groups nobody has read yet."""
     out: dict[str, Any] = {}
     with Rig(endpoint, pop.values[:n], reps, smoke) as rig:
+        log("P1b first read vs warm read")
+        out["P1b"] = p1b_first_read.run(rig)
         log("P4 library reads")
         out["P4"] = p4_reads.run(rig)
         log("P2 live watch, single puts")
         out["P2"] = p2_watch.run(rig, 1)
         log("P2b live watch, 20-put txns")
         out["P2b"] = p2_watch.run(rig, 20)
+        log("P2c highest rate kept up with")
+        out["P2c"] = p2c_keepup.run(rig)
         log("P3 catch-up replay")
         out["P3"] = p3_catchup.run(rig)
         log("P6 rebuild under reads")
@@ -118,6 +130,9 @@ def replica_phase(endpoint: str, sizes: list[int], p_groups: int, reps: int,
                 memory.append(p7_memory.sweep_point(endpoint, pop, n, min(reps, 3)))
     finally:
         client.close()
+    small = next((p for p in sweep if p["groups"] == p1_ready.SMALL), None)
+    if "P1" in pairs and small is not None and p_groups != p1_ready.SMALL:
+        pairs["P1"]["small"] = small
     return {"pairs": pairs, "ready_sweep": sweep, "memory_sweep": memory}
 
 
@@ -164,6 +179,37 @@ def make_plots(document: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 # ---- main ----------------------------------------------------------------------------------
+
+PHASE_FIGURES = {"sidecar": ("P5",), "writer": ("P8",)}
+"""The figures of the phases other than ``replica`` (which holds every other figure)."""
+
+
+def merge_previous(latest: Path, results: dict[str, Any], extra: dict[str, Any],
+                   phases: set[str], smoke: bool) -> dict[str, str]:  # fmt: skip
+    """A run of only some phases keeps the other phases' figures from the ``latest.json`` it
+    replaces (a full, non-smoke one), so the file always holds every figure; returns which
+    figures came from which earlier run (its date)."""
+    if smoke or not latest.exists():
+        return {}
+    previous = json.loads(latest.read_text())
+    if previous.get("meta", {}).get("smoke"):
+        return {}
+    date = previous.get("meta", {}).get("date", "?")
+    merged: dict[str, str] = {}
+    skipped = {"replica", "sidecar", "writer"} - phases
+    for phase in skipped:
+        if phase == "replica":
+            ids = [pid for pid, _r, _a in REPORTS if pid not in ("P5", "P8")]
+            for key in ("ready_sweep", "memory_sweep"):
+                if key in previous:
+                    extra[key] = previous[key]
+        else:
+            ids = list(PHASE_FIGURES[phase])
+        for pid in ids:
+            if pid in previous.get("results", {}) and pid not in results:
+                results[pid] = previous["results"][pid]
+                merged[pid] = date
+    return merged
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -264,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
     latest = out_dir / "latest.json"
+    merged = merge_previous(latest, results, extra, phases, smoke)
+    if merged:
+        meta["merged_from_previous_run"] = merged
+        rows = figures(results)
     document = {"meta": meta, "figures": rows, "results": results, **extra}
     latest.write_text(json.dumps(document, indent=1) + "\n")
     plots: list[str] = []

@@ -141,7 +141,8 @@ def raw_pages(client: Any, prefix: str) -> tuple[int, dict[bytes, bytes]]:
 
 def time_to_ready(endpoint: str, expect: int) -> float:
     """Seconds from ``Replica(...).start()`` until ``wait_ready`` returns, for a prefix of
-    ``expect`` groups (checked); the replica is closed afterwards, untimed."""
+    ``expect`` groups (checked, with every value decoded); the replica is closed afterwards,
+    untimed."""
     gate = Gate()  # open: it only tells when the watch stream is up
     gc.collect()
     t0 = time.perf_counter()
@@ -149,7 +150,11 @@ def time_to_ready(endpoint: str, expect: int) -> float:
                       session_factory=gate.factory).start()  # fmt: skip
     replica.wait_ready(300)
     dt = time.perf_counter() - t0
-    keys = len(replica.snapshot().entries)
+    entries = replica.snapshot().entries
+    keys = len(entries)
+    # Ready means every value decoded and checked (the load decodes before it publishes).
+    undecoded = sum(1 for entry in entries.values() if not entry.decoded)
+    assert undecoded == 0, f"{undecoded} values not decoded at ready"
     # Closing while the worker is still opening its watch stream segfaulted once in cygrpc
     # (client.close() races stub.Watch on the same channel): let the stream open first.
     if not gate.opened.wait(10):

@@ -1,12 +1,15 @@
 """P1, time to ready: a replica's cold start against a raw paginated range of the same prefix.
 
-- ours: ``Replica(...).start()`` until ``wait_ready`` returns (snapshot loaded at one revision,
-  the watch open and caught up to the revision observed after the load);
+- ours: ``Replica(...).start()`` until ``wait_ready`` returns (snapshot loaded at one revision
+  with every value decoded and checked, the watch open and caught up to the revision observed
+  after the load; checked afterwards: no value left undecoded);
 - raw: a fresh client and a paginated ``get_range_response`` (limit 5000, pinned at page one's
   revision, as the loader reads), values kept in a dict.
 
 Measured at every size of the sweep (``ready_sweep`` in latest.json, the time-to-ready plot);
-the point at ``--p-groups`` (100k) is the figure. Goal: ours <= 2x raw.
+the point at ``--p-groups`` (100k) is the figure, and the 10k point a second line. Goals:
+ours <= 2x raw at 100k, <= 2.5x at 10k (a fixed part -- connecting, the store mark, opening the
+watch -- weighs more on a small prefix).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from bench._stats import Row, alternated, fmt_range, goal_row, ratio_summary, su
 from rmwatch.store.keys import KeyLayout
 
 GOAL = 2.0
+GOAL_SMALL = 2.5
+SMALL = 10_000  # the second line's size
 
 
 def raw_range_seconds(endpoint: str, expect: int) -> float:
@@ -57,12 +62,22 @@ def run(endpoint: str, n: int, reps: int) -> dict[str, Any]:
 
 
 def rows(pid: str, result: dict[str, Any]) -> list[Row]:
-    """The table's P1 line."""
-    return [goal_row(pid, f"time-to-ready {result['groups']} groups / raw paginated range",
-                     result["ratio_vs_raw_range"], "<=", GOAL)]  # fmt: skip
+    """The table's P1 lines: at the pairs' size, and at 10k when the sweep measured it."""
+    out = [goal_row(pid, f"ready, all decoded, {result['groups']} groups / raw paginated range",
+                    result["ratio_vs_raw_range"], "<=", GOAL)]  # fmt: skip
+    small = result.get("small")
+    if small is not None:
+        out.append(goal_row(pid, f"ready, all decoded, {small['groups']} groups / raw paginated "
+                            "range", small["ratio_vs_raw_range"], "<=", GOAL_SMALL))  # fmt: skip
+    return out
 
 
 def absolute(pid: str, result: dict[str, Any]) -> str:
     """Both sides' seconds."""
-    return (f"{pid:<3} ours {fmt_range(result['ours_s'], 's')}  raw range "
+    line = (f"{pid:<3} ours {fmt_range(result['ours_s'], 's')}  raw range "
             f"{fmt_range(result['raw_range_s'], 's')}")  # fmt: skip
+    small = result.get("small")
+    if small is not None:
+        line += (f" | {small['groups']}: ours {fmt_range(small['ours_s'], 's')}  raw range "
+                 f"{fmt_range(small['raw_range_s'], 's')}")  # fmt: skip
+    return line

@@ -1,12 +1,14 @@
-"""P4, in-process reads: ``replica.get_group`` against a serializable etcd get and against a
-plain ``dict.get`` of the same models.
+"""P4, in-process reads: ``replica.get_group`` against a plain ``dict.get`` of the same models,
+and (informative) against a serializable etcd get.
 
 Every loop reads random existing names spread over all groups (the case a user meets, not one
-hot key): 200k calls for the in-memory variants, 2000 for etcd (each ~0.5 ms). Variants are
-rotated across the reps; ``snapshot().get_group`` and a held snapshot's ``get_group`` are
-informative lines in latest.json.
+hot key): 200k calls for the in-memory variants, 2000 for etcd (each ~0.5 ms). The baseline is
+as fast as a dict gets: keyed by the very string objects the loops look up (hashes cached,
+identity hits), so ours pays for everything it does beyond one lookup. Variants are rotated
+across the reps; ``snapshot().get_group`` and a held snapshot's ``get_group`` are informative
+lines in latest.json.
 
-Goals: >= 1000x the etcd get's rate; <= 3x ``dict.get``'s time per call.
+Goal: <= 2.5x ``dict.get``'s time per call.
 """
 
 from __future__ import annotations
@@ -22,8 +24,7 @@ from bench._replica import Rig
 from bench._stats import Row, alternated, goal_row, ratio_summary, summary
 from rmwatch.store.keys import KeyLayout
 
-ETCD_GOAL = 1000
-DICT_GOAL = 3
+DICT_GOAL = 2.5
 CALLS = ((20_000, 200), (200_000, 2000))  # (in-memory calls, etcd calls): smoke, full
 
 
@@ -32,10 +33,11 @@ def run(rig: Rig) -> dict[str, Any]:
     replica, client, n = rig.live, rig.writer, len(rig.values)
     calls, etcd_calls = CALLS[0 if rig.smoke else 1]
     rnd = random.Random(4)
-    names = [group_name(rnd.randrange(n)) for _ in range(calls)]
+    every = [group_name(i) for i in range(n)]
+    names = [every[rnd.randrange(n)] for _ in range(calls)]
     layout = KeyLayout(OURS_ROOT)
     snap0 = replica.snapshot()
-    models = {group_name(i): snap0.get_group(group_name(i)) for i in range(n)}
+    models = {name: snap0.get_group(name) for name in every}
     assert all(m is not None for m in models.values())
 
     def loop_ours() -> float:
@@ -112,12 +114,14 @@ def run(rig: Rig) -> dict[str, Any]:
 
 
 def rows(pid: str, result: dict[str, Any]) -> list[Row]:
-    """The table's lines: against etcd, and against a dict."""
+    """The table's lines: against a dict (the goal), and against etcd (informative)."""
+    etcd = result["ours_vs_etcd_speedup"]
     return [
-        goal_row(pid, "get_group/s / serializable etcd get/s", result["ours_vs_etcd_speedup"],
-                 ">=", ETCD_GOAL, 0),
-        goal_row(pid, "get_group time / dict.get time", result["ours_vs_dict_slowdown"], "<=",
-                 DICT_GOAL),
+        goal_row(pid, "get_group time / dict.get time (same names)",
+                 result["ours_vs_dict_slowdown"], "<=", DICT_GOAL),
+        {"id": pid, "figure": "get_group/s / serializable etcd get/s (informative)",
+         "median": etcd["median"], "min": etcd["min"], "max": etcd["max"], "goal": "-",
+         "met": None, "digits": 0},
     ]  # fmt: skip
 
 

@@ -1,34 +1,43 @@
-"""P7, memory: the Python bytes a ready replica holds (tracemalloc, its client included) against
-the raw data, and its peak during a compaction-triggered rebuild.
+"""P7, memory: what a ready replica holds against the raw data, after every group was read
+once against the floor for a decoded cache, and its peak during a compaction-triggered rebuild.
 
-- ours: tracemalloc's current bytes after ``wait_ready`` and a full collection, then its peak
-  while the replica rebuilds (P6's trigger: gate cut, 100 puts, compaction, release);
-- raw: the same paginated range held as a dict of key bytes -> value bytes, and the plain sum
-  of key and value lengths (the yardstick of the goal).
+- before reads: tracemalloc's current bytes after ``wait_ready`` and a full collection (its
+  client included), against the plain sum of key and value lengths (and, informative, the raw
+  pages held as a dict of key bytes -> value bytes);
+- after reads: each side in a process of its own (``python -m bench.p7_memory child ...``),
+  its RSS growth from before it connects: ours = a replica started, ready, every group read
+  once with ``get_group``; the floor = a paginated range turned into a plain dict of group name
+  -> parsed protobuf ``ResourceGroup`` (upb keeps messages outside Python's allocator, so RSS,
+  not tracemalloc, sees both alike);
+- rebuild peak: tracemalloc's peak while the replica rebuilds (P6's trigger: gate cut, 100
+  puts, compaction, release), against its steady bytes.
 
-Values decode on first read; nothing reads them here, so this is the memory of a replica
-whose values are still undecoded (the validator checks each one without keeping the model).
 Also measured at every sweep size (``memory_sweep``, the memory plot), with 3 reps off the
 pairs' size: memory barely varies between reps.
 
-Goals: replica <= 3x the key+value bytes; rebuild peak <= 2x steady.
+Goals: before reads <= 3x the key+value bytes; after reads <= 1.5x the protobuf dict; rebuild
+peak <= 1.5x steady.
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import statistics
+import subprocess
+import sys
 import tracemalloc
 from typing import Any
 
-from bench._common import OURS_ROOT, Population, connect_to, log
+from bench._common import OURS_ROOT, ROOT, Population, connect_to, group_name, log
 from bench._replica import Gate, raw_pages, trigger_rebuild
 from bench._stats import Row, alternated, goal_row, ratio_summary, summary
 from rmwatch.store.keys import KeyLayout
 from rmwatch.watcher.replica import Replica
 
 RATIO_GOAL = 3
-PEAK_GOAL = 2
+READ_GOAL = 1.5
+PEAK_GOAL = 1.5
 MIB = 2**20
 
 
@@ -89,6 +98,58 @@ def raw_bytes(endpoint: str) -> float:
     return float(size)
 
 
+def rss() -> int:
+    """This process's resident set in bytes (/proc/self/status VmRSS)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def child(kind: str, endpoint: str, n: int) -> int:
+    """In a process of its own: RSS growth (bytes) of ``kind`` holding ``n`` decoded groups --
+    ``ours`` (a replica, every group read once) or ``pb`` (name -> parsed protobuf)."""
+    from rmwatch.store._pb import resource_manager_pb2 as pb  # noqa: PLC0415 (child only)
+
+    gc.collect()
+    before = rss()
+    if kind == "ours":
+        replica = Replica(endpoints=[endpoint], root_prefix=OURS_ROOT).start()
+        replica.wait_ready(600)
+        get = replica.get_group
+        missing = sum(1 for i in range(n) if get(group_name(i)).value is None)
+        assert missing == 0, missing
+        gc.collect()
+        grown = rss() - before
+        replica.close()
+        return grown
+    client = connect_to(endpoint)
+    _revision, held = raw_pages(client, KeyLayout(OURS_ROOT).prefix)
+    groups: dict[str, Any] = {}
+    for value in held.values():
+        msg = pb.ResourceGroup()
+        msg.ParseFromString(value)
+        groups[msg.name] = msg
+    del held
+    assert len(groups) == n, (len(groups), n)
+    gc.collect()
+    grown = rss() - before
+    client.close()
+    return grown
+
+
+def child_bytes(kind: str, endpoint: str, n: int) -> float:
+    """Run ``child`` in a fresh interpreter; its RSS growth in bytes."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.p7_memory", "child", kind, endpoint, str(n)],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200, check=False,
+    )  # fmt: skip
+    if run.returncode != 0:
+        raise RuntimeError(f"P7 child {kind} failed: {run.stderr[-2000:]}")
+    return float(json.loads(run.stdout.strip().splitlines()[-1])["bytes"])
+
+
 def run(endpoint: str, values: list[bytes], key_value_bytes: int, reps: int) -> dict[str, Any]:
     """Ours (steady and rebuild peak) vs the raw pages, alternated."""
     writer = connect_to(endpoint)
@@ -99,10 +160,20 @@ def run(endpoint: str, values: list[bytes], key_value_bytes: int, reps: int) -> 
             f"{o['rebuild_peak'] / MIB:.1f} MiB | raw dict {s['raw'][-1] / MIB:.1f} MiB | "
             f"key+value bytes {key_value_bytes / MIB:.1f} MiB")  # fmt: skip
 
+    n = len(values)
+
+    def read_progress(rep: int, s: dict[str, list[float]]) -> None:
+        log(f"  P7 rep {rep + 1}: after reading every group, replica RSS +"
+            f"{s['ours'][-1] / MIB:.1f} MiB | name -> protobuf dict RSS "
+            f"+{s['pb'][-1] / MIB:.1f} MiB")  # fmt: skip
+
     try:
         samples = alternated(reps, {"ours": lambda rep: ours_bytes(endpoint, writer, values, rep),
                                     "raw": lambda _rep: raw_bytes(endpoint)},
                              after_rep=progress)  # fmt: skip
+        read = alternated(reps, {"ours": lambda _rep: child_bytes("ours", endpoint, n),
+                                 "pb": lambda _rep: child_bytes("pb", endpoint, n)},
+                          after_rep=read_progress)  # fmt: skip
     finally:
         writer.close()
     steady = [o["steady"] for o in samples["ours"]]
@@ -117,6 +188,9 @@ def run(endpoint: str, values: list[bytes], key_value_bytes: int, reps: int) -> 
         "ratio_vs_raw_dict": ratio_summary(steady, raw, digits=2),
         "rebuild_peak_over_steady": ratio_summary(peak, steady, digits=2),
         "bytes_per_group": round(statistics.median(steady) / len(values)),
+        "after_reads_rss_mib": summary([b / MIB for b in read["ours"]], 1),
+        "protobuf_dict_rss_mib": summary([b / MIB for b in read["pb"]], 1),
+        "after_reads_vs_protobuf_dict": ratio_summary(read["ours"], read["pb"], digits=2),
     }
 
 
@@ -154,6 +228,8 @@ def rows(pid: str, result: dict[str, Any]) -> list[Row]:
     return [
         goal_row(pid, "replica memory / raw key+value bytes", result["ratio_vs_key_plus_value"],
                  "<=", RATIO_GOAL, 2),
+        goal_row(pid, "after every group read once / name->protobuf dict (RSS, own process)",
+                 result["after_reads_vs_protobuf_dict"], "<=", READ_GOAL, 2),
         goal_row(pid, "rebuild peak / steady memory", result["rebuild_peak_over_steady"], "<=",
                  PEAK_GOAL, 2),
     ]  # fmt: skip
@@ -165,4 +241,14 @@ def absolute(pid: str, result: dict[str, Any]) -> str:
             f"({result['bytes_per_group']} B/group), rebuild peak "
             f"{result['replica_rebuild_peak_mib']['median']} MiB, raw dict "
             f"{result['raw_pages_dict_traced_mib']['median']} MiB, key+value "
-            f"{result['raw_key_plus_value_mib']} MiB")  # fmt: skip
+            f"{result['raw_key_plus_value_mib']} MiB | after reads RSS +"
+            f"{result['after_reads_rss_mib']['median']} MiB, protobuf dict RSS +"
+            f"{result['protobuf_dict_rss_mib']['median']} MiB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    # python -m bench.p7_memory child <ours|pb> <endpoint> <groups>: one "after reads" side.
+    if len(sys.argv) == 5 and sys.argv[1] == "child":
+        print(json.dumps({"bytes": child(sys.argv[2], sys.argv[3], int(sys.argv[4]))}))
+    else:
+        raise SystemExit("usage: python -m bench.p7_memory child <ours|pb> <endpoint> <groups>")

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-P_KEYS = ("P1", "P2", "P2b", "P3", "P4", "P5", "P6", "P7", "P8")
+P_KEYS = ("P1", "P1b", "P2", "P2b", "P2c", "P3", "P4", "P5", "P6", "P7", "P8")
 
 
 def test_smoke_run_writes_every_p_figure(tmp_path: Path) -> None:

@@ -4,19 +4,17 @@ A ``Snapshot`` holds every key under the prefix at exactly one revision. Applier
 next snapshot from the previous one and publish it by swapping one reference, so readers never
 lock and never see half a revision.
 
-Values decode lazily: an ``Entry`` keeps the raw bytes and builds its model on first use (and
-keeps it). Decoding is most of the cost of loading or replaying (pydantic models plus the GC
-work they cause; see bench/README.md), so a load keeps raw bytes and leaves decoding to the
-first read. The replica's validator thread decodes every new entry in the background, so bad
-values are still found, logged and listed within moments, and a read never returns one.
+An ``Entry`` keeps the raw bytes and the decoded value. A load decodes every value before the
+snapshot is published, so a replica is ready with everything decoded and checked, and a first
+read costs what any read costs. The watch publishes new entries undecoded (the apply path
+stays as fast as the stream) and the replica's validator thread decodes them moments later;
+a reader that gets there first decodes on the spot. Either way a bad value is never served.
 """
 
 from __future__ import annotations
 
-import gc
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -33,19 +31,20 @@ from rmwatch.store.models import (
     ServiceLimit,
     default_group,
 )
+from rmwatch.watcher.gc_control import gc_paused
 from rmwatch.watcher.overlay import TOMBSTONE, Overlay
 
 T = TypeVar("T")
 
 
 class Entry:
-    """One key as stored: raw bytes, mod revision, parsed key; the value decodes on first use.
+    """One key as stored: raw bytes, mod revision, parsed key, and the value once decoded.
 
     ``value`` is None when the value is bad (``error`` says why) or the key's kind is unknown.
     Two threads decoding at once compute the same result; either assignment is fine.
     """
 
-    __slots__ = ("_checked", "_done", "_error", "_value", "key", "mod_revision", "parsed", "raw")
+    __slots__ = ("_done", "_error", "_value", "key", "mod_revision", "parsed", "raw")
 
     def __init__(
         self,
@@ -64,44 +63,36 @@ class Entry:
         self._value = value
         self._error = error
         self._done = value is not None or error is not None or parsed is None
-        self._checked = self._done
 
-    def _decode(self) -> None:
-        parsed = self.parsed
-        assert parsed is not None
-        try:
-            self._value = decode_value(self.key, parsed, self.raw)
-        except DecodeError as exc:
-            self._error = exc.reason
-        self._done = True
+    def decode(self) -> str | None:
+        """Decode now if not yet done, and keep the value; returns the error, or None."""
+        if not self._done:
+            parsed = self.parsed
+            assert parsed is not None
+            try:
+                self._value = decode_value(self.key, parsed, self.raw)
+            except DecodeError as exc:
+                self._error = exc.reason
+            self._done = True
+        return self._error
+
+    @property
+    def decoded(self) -> bool:
+        """Whether the value was decoded (or found bad) already."""
+        return self._done
 
     @property
     def value(self) -> Value | None:
         """The decoded model, or None (bad value, or a key kind this version does not know)."""
         if not self._done:
-            self._decode()
+            self.decode()
         return self._value
 
     @property
     def error(self) -> str | None:
         """Why the value was skipped, or None when it is good."""
         if not self._done:
-            self._decode()
-        return self._error
-
-    def check(self) -> str | None:
-        """Validate without keeping the model (the validator thread's pass: memory stays near
-        the raw bytes until a reader asks for the value). Returns the error, or None."""
-        if self._done or self._checked:
-            return self._error
-        parsed = self.parsed
-        assert parsed is not None
-        try:
-            decode_value(self.key, parsed, self.raw)
-        except DecodeError as exc:
-            self._error = exc.reason
-            self._done = True  # a bad value has nothing to keep: done for good
-        self._checked = True
+            self.decode()
         return self._error
 
     @property
@@ -180,33 +171,8 @@ def make_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> En
 def decode_entry(layout: KeyLayout, key: str, raw: bytes, mod_revision: int) -> Entry:
     """An Entry decoded now (for callers that want errors at once)."""
     entry = make_entry(layout, key, raw, mod_revision)
-    entry.error  # noqa: B018 (decodes)
+    entry.decode()
     return entry
-
-
-_gc_lock = threading.Lock()
-_gc_holders = 0
-_gc_was_enabled = True
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic GC during a bulk build, which otherwise spends much of its time in
-    gen-2 collections that find nothing (entries hold no cycles). Nested and thread-safe:
-    the GC comes back when the last holder leaves, if it was on before."""
-    global _gc_holders, _gc_was_enabled  # noqa: PLW0603 (one process-wide switch)
-    with _gc_lock:
-        if _gc_holders == 0:
-            _gc_was_enabled = gc.isenabled()  # the application's own setting, restored below
-        _gc_holders += 1
-        gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if _gc_holders == 0 and _gc_was_enabled:
-                gc.enable()
 
 
 @dataclass(frozen=True)
@@ -227,9 +193,14 @@ class Snapshot:
     _memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)
     _memo_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
+    # ``{prefix}settings/``: the legacy group key is this plus the name (the read hot path
+    # concatenates instead of formatting through the layout).
+    _settings_key: str = field(init=False, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         if not self.events_through:
             object.__setattr__(self, "events_through", self.revision)
+        object.__setattr__(self, "_settings_key", self.layout.prefix + "settings/")
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -271,11 +242,15 @@ class Snapshot:
         Among keys naming one group (the null keyspace's legacy and keyspace-form keys, ``07``
         and ``7``) the one PD loads last wins.
         """
-        key = self.layout.settings(name, keyspace_id)
         if self.odd_keys:
+            key = self.layout.settings(name, keyspace_id)
             value = self._resolved(KeyKind.SETTINGS, keyspace_id, name, key)
-        else:  # the hot path: one lookup
-            entry = self.entries.get_fast(key)
+        elif keyspace_id == NULL_KEYSPACE_ID:
+            # The hot path, inlined: one concatenation, one lookup, the decoded slot.
+            entry = self.entries.get_fast(self._settings_key + name)
+            value = None if entry is None else (entry._value if entry._done else entry.value)
+        else:
+            entry = self.entries.get_fast(self.layout.settings(name, keyspace_id))
             value = None if entry is None else entry.value
         if isinstance(value, ResourceGroup):
             return value
@@ -363,8 +338,11 @@ def build_snapshot(
     revision: int,
     kvs: Iterable[tuple[str, bytes, int]],
     previous: Snapshot | None = None,
+    *,
+    decode: bool = True,
 ) -> Snapshot:
-    """A snapshot from a full load (key, value, mod_revision) at ``revision``.
+    """A snapshot from a full load (key, value, mod_revision) at ``revision``, every new value
+    decoded (``decode``) so bad ones are known before it is served.
 
     Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
     rebuild decodes only what changed and holds one copy of what did not.
@@ -375,9 +353,13 @@ def build_snapshot(
         for key, raw, mod_revision in kvs:
             before = old.get_fast(key) if old is not None else None
             if before is not None and before.mod_revision == mod_revision and before.raw == raw:
+                # Reused as it is: a watch entry the validator has not reached yet stays queued
+                # there (a rebuild after a burst does not decode the burst on its own time).
                 entries[key] = before
             else:
-                entries[key] = make_entry(layout, key, raw, mod_revision)
+                entry = entries[key] = make_entry(layout, key, raw, mod_revision)
+                if decode:
+                    entry.decode()
     odd = frozenset(key for key, entry in entries.items() if _is_odd(entry))
     return Snapshot(layout, revision, Overlay(entries), odd_keys=odd)
 
@@ -416,7 +398,11 @@ def apply_changes(
                 )
             )
             continue
-        entry = make_entry(layout, change.key, change.value, change.revision)
+        if prev_entry is not None and prev_entry.parsed is not None:
+            # Same key, same parse: an update skips parsing its key again.
+            entry = Entry(change.key, change.value, change.revision, prev_entry.parsed)
+        else:
+            entry = make_entry(layout, change.key, change.value, change.revision)
         updates[change.key] = entry
         if _is_odd(entry) and change.key not in odd:
             odd = odd | {change.key}

@@ -51,7 +51,7 @@ class Overlay(Mapping[K, V], Generic[K, V]):
     def get_fast(self, key: K) -> V | None:
         """``get`` without the Mapping ABC's overhead (the read hot path)."""
         delta = self._delta
-        if key not in delta:
+        if not delta or key not in delta:
             return self._base.get(key)
         value = delta[key]
         return None if isinstance(value, _Tombstone) else value
@@ -78,16 +78,17 @@ class Overlay(Mapping[K, V], Generic[K, V]):
         if not changes:
             return self
         length = self._len
+        base, old = self._base, self._delta
         for key, value in changes.items():
-            had = key in self
+            had = not isinstance(old[key], _Tombstone) if key in old else key in base
             if isinstance(value, _Tombstone):
                 length -= had
             else:
                 length += not had
-        delta = dict(self._delta)
+        delta = dict(old)
         delta.update(changes)
         if len(delta) > math.isqrt(length) + 64:
-            base = dict(self._base)
+            base = dict(base)
             for key, value in delta.items():
                 if isinstance(value, _Tombstone):
                     base.pop(key, None)

@@ -26,14 +26,16 @@ class Published:
         # Notified on every publish and every state transition; waiters also poll.
         self.changed = threading.Condition()
         self.confirmed_at = time.monotonic()
+        self.swapped_at = 0.0  # monotonic time of the last publish (the validator yields to it)
         self.store_revision = 0
+        self._dropped_at = 0  # the applied revision when ``drop`` let the snapshot go
         self._metrics = metrics
 
     @property
     def revision(self) -> int:
         """The applied revision (0 before the first snapshot)."""
         snap = self.current
-        return 0 if snap is None else snap.revision
+        return self._dropped_at if snap is None else snap.revision
 
     def age(self) -> float:
         """Seconds since etcd last confirmed the cache (a watch or progress response)."""
@@ -48,9 +50,29 @@ class Published:
                     f"refused to publish revision {snap.revision} over {current.revision}"
                 )
             self.current = snap
+            self.swapped_at = time.monotonic()
             self.changed.notify_all()
         self._metrics.applied_revision.set(snap.revision)
         self._metrics.lag_revisions.set(max(0, self.store_revision - snap.revision))
+
+    def since_swap(self) -> float:
+        """Seconds since the last publish."""
+        return time.monotonic() - self.swapped_at
+
+    def drop(self) -> None:
+        """Let the snapshot go (the replica closed), keeping its revision for ``revision``.
+
+        A closed replica's own objects form reference cycles, and a frozen heap (see
+        ``gc_control``) keeps cyclic garbage until it is unfrozen: dropping the one reference
+        to the snapshot frees it by reference counting, in the process's other replicas'
+        lifetime too, leaving only the small skeleton behind.
+        """
+        with self.changed:
+            snap = self.current
+            if snap is not None:
+                self._dropped_at = snap.revision
+                self.current = None
+            self.changed.notify_all()
 
     def confirm(self) -> None:
         """etcd just vouched for the cache (an event or a progress response arrived)."""

@@ -27,6 +27,7 @@ from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 from rmwatch.watcher.cache import Snapshot, Versioned
 from rmwatch.watcher.digest import DigestResult
+from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.jobs import Jobs
 from rmwatch.watcher.listeners import Listener, Listeners
 from rmwatch.watcher.loader import DEFAULT_PAGE_SIZE
@@ -36,6 +37,7 @@ from rmwatch.watcher.published import Published
 from rmwatch.watcher.state import ReplicaState, StateMachine, Transition
 from rmwatch.watcher.validation import Validator
 
+_monotonic = time.monotonic  # a global, not an attribute lookup, on the read hot path
 _versioned = tuple.__new__  # Versioned is a NamedTuple: this builds one without its __new__
 
 
@@ -56,6 +58,9 @@ class Replica:
         history: how many transitions ``transitions()`` and ``status()`` keep.
         client_factory / session_factory: seams for tests (the etcd client, the watch).
         verify_prev_kv: check every event's previous value against the cache.
+        freeze_gc: after each snapshot load, move the process's tracked objects to the GC's
+            permanent generation so gen-2 collections skip the snapshot (see ``gc_control``);
+            undone when the last replica of the process closes.
     """
 
     def __init__(
@@ -74,6 +79,7 @@ class Replica:
         client_factory: Callable[[EtcdConfig], Any] = connect,
         session_factory: Callable[..., WatchSession] = WatchSession,
         verify_prev_kv: bool = False,
+        freeze_gc: bool = True,
     ) -> None:
         if etcd is None:
             if endpoints is None:
@@ -97,10 +103,17 @@ class Replica:
         self._published = Published(self.metrics)
         self._sm = StateMachine(history=history, on_transition=self._on_transition)
         self._listeners = Listeners(self.metrics)
-        self._validator = Validator(current=lambda: self._published.current, metrics=self.metrics)
+        self._validator = Validator(
+            current=lambda: self._published.current,
+            metrics=self.metrics,
+            freeze_heap=freeze_gc,
+            since_publish=self._published.since_swap,
+        )
         self._client_factory = client_factory
         self._session_factory = session_factory
         self._jobs: Jobs | None = None
+        self._freeze_gc = freeze_gc
+        self._holds_freezer = False
         self._stop = threading.Event()  # set by close(): the replica is closed for good
         self._start_lock = threading.Lock()
 
@@ -118,6 +131,10 @@ class Replica:
                         machine=self._sm, listeners=self._listeners, validator=self._validator,
                         metrics=self.metrics, session_factory=self._session_factory,
                         ready=lambda: self.ready, stop=self._stop)  # fmt: skip
+            jobs.sync.freeze_heap = self._freeze_gc
+            if self._freeze_gc:
+                HeapFreezer.acquire()
+                self._holds_freezer = True
             self._jobs = jobs
             self._sm.move(ReplicaState.LOADING, "started", applied_revision=0,
                           event="replica_started")  # fmt: skip
@@ -134,6 +151,12 @@ class Replica:
         if self._sm.state is not ReplicaState.STOPPED:
             self._sm.move(ReplicaState.STOPPED, "closed", applied_revision=self.revision,
                           event="replica_stopped")  # fmt: skip
+        if jobs is not None:
+            self._published.drop()  # the snapshot goes now, not with the replica's cycles
+        with self._start_lock:
+            if self._holds_freezer:
+                self._holds_freezer = False
+                HeapFreezer.release()
 
     def __enter__(self) -> Replica:
         return self.start()
@@ -235,7 +258,8 @@ class Replica:
         if reason is not None:
             raise NotReadyError(str(self.state), reason)
         snap = self._published.current
-        assert snap is not None
+        if snap is None:  # closed between the check and here
+            raise ReplicaClosedError("replica was closed")
         return snap
 
     def get_group(
@@ -253,7 +277,7 @@ class Replica:
             min_revision is None
             and self._sm.may_serve
             and snap is not None
-            and time.monotonic() - published.confirmed_at <= self.max_staleness
+            and _monotonic() - published.confirmed_at <= self.max_staleness
         ):
             # The hot path: the same answer as snapshot() gives when ready, without building
             # the not-ready reason; tuple.__new__ skips the generic NamedTuple's __new__.
@@ -316,7 +340,7 @@ class Replica:
         """Everything /status shows: state, revisions, lag, age, recoveries, bad keys, and the
         last digest result (with the strict-mode error if it raised one)."""
         snap = self._published.current
-        applied = 0 if snap is None else snap.revision
+        applied = self._published.revision
         store = max(self._published.store_revision, applied)
         jobs = self._jobs
         return {
@@ -332,7 +356,7 @@ class Replica:
             "endpoint": None if jobs is None else jobs.sync.endpoint,
             "failed_tries": 0 if jobs is None else jobs.sync.failures,
             "relabels": 0 if jobs is None else jobs.relabel.relabels,
-            # Entries still waiting for the validator (it decodes each one after a load).
+            # Watch entries still waiting for the validator (a load decodes its own values).
             "validation_pending": self._validator.pending,
             "decode_errors": [
                 {"key": b.key, "revision": b.revision, "error": b.error}

@@ -27,6 +27,7 @@ from rmwatch.store.etcd import mark_endpoint_failed
 from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.watcher.cache import RawChange, Snapshot, apply_changes, build_snapshot, diff_snapshots
 from rmwatch.watcher.failures import StreamLostError, describe, retryable
+from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.listeners import Listeners
 from rmwatch.watcher.loader import LoadedPrefix, StoreMark, load_prefix, store_mark
 from rmwatch.watcher.metrics import ReplicaMetrics
@@ -76,6 +77,8 @@ class SyncWorker:
         self._need_load = True
         self._pending_rebuild: tuple[str, str] | None = None
         self._mark: StoreMark | None = None
+        # Freeze the loaded snapshot out of the cyclic GC's reach (the replica's ``freeze_gc``).
+        self.freeze_heap = True
 
     def request_rebuild(self, reason: str, cause: str) -> None:
         """Rebuild from a fresh snapshot (e.g. after a digest mismatch); returns at once."""
@@ -187,12 +190,13 @@ class SyncWorker:
             self._published.swap(new)
         self._metrics.load_seconds.observe(time.monotonic() - started)
         self.failures = 0
+        self._validator.reset(new)
+        # The loaded snapshot is the steady bulk of the heap: out of the collector's reach
+        # from now on (see gc_control), before listeners and readers make garbage of their own.
+        if self.freeze_heap:
+            HeapFreezer.freeze()
         self._listeners.deliver(events)
         self._published.confirm()
-        if old is None:
-            self._validator.submit((entry.key, entry) for entry in new.entries.values())
-        else:
-            self._validator.submit((event.key, event.entry) for event in events)
         self._need_load = False
         self._record_load(loaded, new, len(events))
 
