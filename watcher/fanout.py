@@ -1,33 +1,28 @@
 """One replica's etcd watch fanned out to many watchers, with a history to resume from.
 
-The hub subscribes to the replica (``Replica.subscribe``: every change, watch events and rebuild
-diffs, in order, after it is visible) and regroups the changes by revision. A revision is
-*sealed* when it is complete: when a change of a later revision arrives, or when the replica has
-finished handing over the batch that carried it. Sealed groups go into the ``RevisionHistory``
-and to every ``WatchStream``; a stream never sees half a revision.
-
-How the hub knows a batch was handed over: the replica calls its listeners from one function
-that loops over a batch's events, on its worker thread. The listener remembers that caller's
-frame; the hub's sealer thread seals the pending revision once that frame has left the worker's
-stack (``sys._current_frames``), which is exact and needs no timing guess. A hook on the
-replica that passes a whole revision at once would make this unnecessary.
+The hub subscribes to the replica's batches (``Replica.subscribe_batches``: one call per
+publish, after it is visible, with every change of it) and regroups the changes by revision.
+A batch is complete when it arrives, so each of its revisions is *sealed* at once: it goes into
+the ``RevisionHistory`` and to every ``WatchStream``; a stream never sees half a revision.
 
 A rebuild's diff (after etcd compacted the revisions the replica needed) becomes one group at
-the replica's revision after the rebuild: current watchers receive the net change as that
-revision's events; a watcher positioned inside the lost range is told to reload.
+the replica's revision after the rebuild, even when it is empty: current watchers receive the
+net change as that revision's events; a watcher positioned inside the lost range is told to
+reload. A relabel (a batch without events at a newer revision: etcd proved nothing under the
+prefix changed) moves the history's head and every stream's position, so idle watchers report
+progress at that revision; nothing is stored for it.
 
 The hub starts at the replica's revision when it is created: a watch from an older revision is
-answered as compacted (the client reloads), never served from a guess.
+answered as compacted (the client reloads), never served from a guess. When the replica's
+worker ends (closed or crashed), the hub closes and ends every stream.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any, Protocol
 
 from rmwatch._logging import get_logger
@@ -40,6 +35,7 @@ from rmwatch.watcher.history import (
     RevisionGroup,
     RevisionHistory,
 )
+from rmwatch.watcher.listeners import ChangeBatch
 from rmwatch.watcher.watch_stream import (
     DEFAULT_MAX_BUFFER,
     KeyRange,
@@ -49,23 +45,22 @@ from rmwatch.watcher.watch_stream import (
 
 _log = get_logger("fanout")
 
-# While the replica is still handing over a batch, look again every 0.2 ms: a batch of a few
-# events takes microseconds, a rebuild diff of 100k keys ~100 ms.
-_SEAL_POLL = 0.0002
-# An idle hub checks once a second whether its replica was closed, then closes itself.
-_IDLE_CHECK = 1.0
-
 
 class Subscribable(Protocol):
-    """What the hub needs from a replica: its revision and its change listeners."""
+    """What the hub needs from a replica: its revision and its batch listeners."""
 
     @property
     def revision(self) -> int:
         """The applied revision."""
         ...
 
-    def subscribe(self, callback: Any) -> Any:
-        """Call ``callback(event)`` for every change; returns an unsubscribe function."""
+    def subscribe_batches(
+        self,
+        callback: Callable[[ChangeBatch], None],
+        *,
+        on_end: Callable[[], None] | None = None,
+    ) -> Callable[[], None]:
+        """Call ``callback(batch)`` once per publish; returns an unsubscribe function."""
         ...
 
 
@@ -107,30 +102,22 @@ class WatchHub:
         self.max_buffer = max_buffer
         self._history = RevisionHistory(max_events=max_events, max_bytes=max_bytes)
         self._lock = threading.Lock()
-        self._pending_cond = threading.Condition(self._lock)
         self._streams: set[WatchStream] = set()
         self._started = False  # floor known (the replica had a snapshot)
-        self._pending: list[RevisionChange] = []
-        self._pending_revision = 0
-        self._pending_rebuild = False
-        self._drop_run = False  # a rebuild run already covered by the floor
-        self._caller: FrameType | None = None
-        self._worker = 0
         self._closed = False
-        self._closed_by_replica = False
         self.cutoffs = 0
         self.compacted = 0
-        self._unsubscribe = replica.subscribe(self._on_change)
+        self._unsubscribe = replica.subscribe_batches(self._on_batch, on_end=self.close)
         with self._lock:
             self._start_locked()
-        self._sealer = threading.Thread(target=self._seal_loop, name="rmwatch-fanout", daemon=True)
-        self._sealer.start()
+        if str(getattr(replica, "state", "")) == "STOPPED":
+            self.close()  # closed before we subscribed: no end will be announced
 
-    # ---- the replica's side (its worker thread) ------------------------------------------
+    # ---- the replica's side (its worker thread, or the relabel confirmer's) ---------------
 
     def _start_locked(self) -> bool:
-        # Any revision read after subscribing is a sound floor: every change after it reaches
-        # the listener whole (a batch is published before it is delivered).
+        # Any revision read after subscribing is a sound floor: every batch after it reaches
+        # the hub whole (a batch is published before it is delivered).
         if not self._started:
             revision = self._replica.revision
             if revision > 0:
@@ -138,70 +125,43 @@ class WatchHub:
                 self._started = True
         return self._started
 
-    def _on_change(self, event: ChangeEvent) -> None:
-        caller = sys._getframe(1)  # the replica's delivering loop (see the module doc)
+    def _on_batch(self, batch: ChangeBatch) -> None:
         with self._lock:
             if self._closed or not self._start_locked():
                 return
-            self._caller = caller
-            self._worker = threading.get_ident()
-            if event.source == "rebuild":
-                if not self._pending_rebuild:
-                    self._seal_locked()
-                    revision = self._replica.revision
-                    self._pending_rebuild = True
-                    self._pending_revision = revision
-                    self._drop_run = revision <= self._history.head
-                if not self._drop_run:
-                    self._pending.append(_change(event, self._pending_revision))
-            else:
-                if self._pending_rebuild:
-                    self._seal_locked()
-                revision = event.revision
-                if revision <= self._history.head:
-                    return  # at or below the floor: a batch published before the hub started
-                if self._pending and revision > self._pending_revision:
-                    self._seal_locked()
-                self._pending_revision = revision
-                self._pending.append(_change(event, revision))
-            self._pending_cond.notify()
+            head = self._history.head
+            if batch.revision <= head:
+                return  # at or below the floor: published before the hub started
+            if batch.rebuild:
+                changes = tuple(_change(event, batch.revision) for event in batch.events)
+                self._seal_locked(RevisionGroup(batch.revision, head, changes, rebuild=True))
+                return
+            self._seal_events_locked(batch.events)
+            if batch.revision > self._history.head:
+                # A relabel: nothing under the prefix changed up to batch.revision.
+                self._history.advance(batch.revision)
+                self._offer_locked(RevisionGroup(batch.revision, head, ()))
 
-    # ---- sealing (the hub's thread) ------------------------------------------------------
-
-    def _seal_loop(self) -> None:
-        while True:
-            with self._lock:
-                while not self._closed and not (self._pending or self._pending_rebuild):
-                    if not self._pending_cond.wait(_IDLE_CHECK) and self._replica_stopped():
-                        self._closed_by_replica = True
-                        break
-                if self._closed_by_replica:
-                    break
-                if self._closed:
-                    return
-                caller, worker = self._caller, self._worker
-            if caller is not None and _on_stack(worker, caller):
-                time.sleep(_SEAL_POLL)
+    def _seal_events_locked(self, events: tuple[ChangeEvent, ...]) -> None:
+        """Seal a watch batch's events, one group per revision (they come in order)."""
+        pending: list[RevisionChange] = []
+        revision = 0
+        for event in events:
+            if event.revision <= self._history.head:
                 continue
-            with self._lock:
-                if self._caller is caller:  # no newer batch started meanwhile
-                    self._seal_locked()
-                    self._caller = None
-        self.close()  # the replica stopped: end the streams and let both be collected
+            if pending and event.revision != revision:
+                self._seal_locked(RevisionGroup(revision, self._history.head, tuple(pending)))
+                pending = []
+            revision = event.revision
+            pending.append(_change(event, revision))
+        if pending:
+            self._seal_locked(RevisionGroup(revision, self._history.head, tuple(pending)))
 
-    def _replica_stopped(self) -> bool:
-        return str(getattr(self._replica, "state", "")) == "STOPPED"
-
-    def _seal_locked(self) -> None:
-        rebuild, changes = self._pending_rebuild, self._pending
-        drop = self._drop_run
-        self._pending, self._pending_rebuild, self._drop_run = [], False, False
-        if not changes or drop:
-            return
-        group = RevisionGroup(
-            self._pending_revision, self._history.head, tuple(changes), rebuild=rebuild
-        )
+    def _seal_locked(self, group: RevisionGroup) -> None:
         self._history.append(group)
+        self._offer_locked(group)
+
+    def _offer_locked(self, group: RevisionGroup) -> None:
         shared: dict[KeyRange, WatchBatch | None] = {}
         for stream in list(self._streams):
             if stream.offer(group, shared):
@@ -295,7 +255,6 @@ class WatchHub:
             self._closed = True
             streams = list(self._streams)
             self._streams.clear()
-            self._pending_cond.notify_all()
         self._unsubscribe()
         for stream in streams:
             stream.fail(
@@ -303,18 +262,6 @@ class WatchHub:
                     "the watch hub was closed", resume_revision=stream.delivered + 1
                 )
             )
-        if threading.current_thread() is not self._sealer:
-            self._sealer.join(timeout=2.0)
-
-
-def _on_stack(thread_id: int, frame: FrameType) -> bool:
-    """Whether ``frame`` is still executing on thread ``thread_id``."""
-    current: FrameType | None = sys._current_frames().get(thread_id)
-    while current is not None:
-        if current is frame:
-            return True
-        current = current.f_back
-    return False
 
 
 def _change(event: ChangeEvent, group_revision: int) -> RevisionChange:

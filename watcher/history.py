@@ -127,6 +127,10 @@ class RevisionHistory:
             self._bytes -= old.size
             self.floor = old.revision
 
+    def advance(self, revision: int) -> None:
+        """Nothing changed up to ``revision`` (a relabel): it becomes ``head``, with no group."""
+        self.head = max(self.head, revision)
+
     def check_start(self, start: int) -> Compacted | None:
         """None when a watch from ``start`` can be served, else why not and where to resume."""
         if start <= self.floor:

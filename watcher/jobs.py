@@ -59,7 +59,11 @@ class Jobs:
             stop=stop,
         )
         self.relabel = RelabelConfirmer(
-            client=client, prefix=prefix, published=published, machine=machine
+            client=client,
+            prefix=prefix,
+            published=published,
+            machine=machine,
+            listeners=listeners,
         )
         self.digest = DigestJob(
             client=client,

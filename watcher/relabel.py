@@ -15,6 +15,7 @@ from typing import Any
 
 from rmwatch._logging import get_logger
 from rmwatch.watcher.failures import describe
+from rmwatch.watcher.listeners import ChangeBatch, Listeners
 from rmwatch.watcher.loader import store_mark
 from rmwatch.watcher.published import Published
 from rmwatch.watcher.state import StateMachine
@@ -32,12 +33,19 @@ class RelabelConfirmer:
     """Runs on its own thread; ``request`` asks it for a revision and returns at once."""
 
     def __init__(
-        self, *, client: Any, prefix: str, published: Published, machine: StateMachine
+        self,
+        *,
+        client: Any,
+        prefix: str,
+        published: Published,
+        machine: StateMachine,
+        listeners: Listeners,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self._published = published
         self._machine = machine
+        self._listeners = listeners
         self._wanted = 0  # highest revision a reader waits for (min_revision)
         self._wake = threading.Event()
         self.relabels = 0
@@ -69,13 +77,18 @@ class RelabelConfirmer:
                 stop.wait(0.05)
                 continue
             if mark.store_revision > snap.revision and mark.unchanged_since(snap):
+                ticket: int | None = None
                 with self._published.apply_lock:
                     if self._published.current is snap:  # nothing newer was published meanwhile
                         self._published.swap(replace(snap, revision=mark.store_revision))
-                        self.relabels += 1
-                        _log.debug(
-                            "snapshot_relabeled",
-                            applied_revision=snap.revision,
-                            revision=mark.store_revision,
-                        )
+                        ticket = self._listeners.reserve()
+                if ticket is not None:
+                    # No events at a newer revision: watchers may report progress there.
+                    self._listeners.publish(ChangeBatch(mark.store_revision, ()), ticket)
+                    self.relabels += 1
+                    _log.debug(
+                        "snapshot_relabeled",
+                        applied_revision=snap.revision,
+                        revision=mark.store_revision,
+                    )
             stop.wait(_PAUSE)

@@ -27,15 +27,17 @@ from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
 from rmwatch.watcher.cache import Snapshot, Versioned
 from rmwatch.watcher.digest import DigestResult
+from rmwatch.watcher.fanout import replica_watch
 from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.jobs import Jobs
-from rmwatch.watcher.listeners import Listener, Listeners
+from rmwatch.watcher.listeners import BatchListener, Listener, Listeners
 from rmwatch.watcher.loader import DEFAULT_PAGE_SIZE
 from rmwatch.watcher.metrics import ReplicaMetrics
 from rmwatch.watcher.options import ReplicaOptions
 from rmwatch.watcher.published import Published
 from rmwatch.watcher.state import ReplicaState, StateMachine, Transition
 from rmwatch.watcher.validation import Validator
+from rmwatch.watcher.watch_stream import KeyRange, WatchStream
 
 _monotonic = time.monotonic  # a global, not an attribute lookup, on the read hot path
 _versioned = tuple.__new__  # Versioned is a NamedTuple: this builds one without its __new__
@@ -331,6 +333,23 @@ class Replica:
         on the worker thread after the change is visible to reads. Keep it quick: the stream
         waits for it. Exceptions are logged and counted. Returns an unsubscribe function."""
         return self._listeners.add(callback)
+
+    def subscribe_batches(
+        self, callback: BatchListener, *, on_end: Callable[[], None] | None = None
+    ) -> Callable[[], None]:
+        """Call ``callback(batch)`` once per publish, after the per-event listeners: a watch
+        response's events, a rebuild's diff (``rebuild``), or no events when a relabel moved
+        the revision (see ``ChangeBatch``); ``on_end()`` once no batch can follow (closed, or
+        the worker crashed). Same rules as ``subscribe``. Returns an unsubscribe function."""
+        return self._listeners.add_batch(callback, on_end=on_end)
+
+    def watch(
+        self, start_revision: int = 0, *, key_range: KeyRange | None = None, prev_kv: bool = False
+    ) -> WatchStream:
+        """Every change under the prefix (or ``key_range``) from ``start_revision`` (0: from
+        now), one ``WatchBatch`` per revision; a start the replica no longer holds ends the
+        stream with ``WatchCompactedError``. See ``rmwatch.watcher.fanout.replica_watch``."""
+        return replica_watch(self, start_revision, key_range=key_range, prev_kv=prev_kv)
 
     def transitions(self) -> list[Transition]:
         """The last recorded state transitions, oldest first."""

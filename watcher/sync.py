@@ -28,7 +28,7 @@ from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.watcher.cache import RawChange, Snapshot, apply_changes, build_snapshot, diff_snapshots
 from rmwatch.watcher.failures import StreamLostError, describe, retryable
 from rmwatch.watcher.gc_control import HeapFreezer
-from rmwatch.watcher.listeners import Listeners
+from rmwatch.watcher.listeners import ChangeBatch, Listeners
 from rmwatch.watcher.loader import LoadedPrefix, StoreMark, load_prefix, store_mark
 from rmwatch.watcher.metrics import ReplicaMetrics
 from rmwatch.watcher.options import ReplicaOptions
@@ -122,6 +122,8 @@ class SyncWorker:
         finally:
             if self.session is not None:
                 self.session.cancel()
+            # Closed or crashed: either way no batch follows, so watchers are told now.
+            self._listeners.end()
 
     def _sleep(self, seconds: float) -> None:
         self._stop.wait(seconds)  # close() cuts a backoff short
@@ -188,6 +190,7 @@ class SyncWorker:
             new = build_snapshot(self._options.layout, loaded.revision, loaded.kvs, previous=old)
             events = [] if old is None else diff_snapshots(old, new)
             self._published.swap(new)
+            ticket = self._listeners.reserve()  # in publish order (see Listeners.reserve)
         self._metrics.load_seconds.observe(time.monotonic() - started)
         self.failures = 0
         self._validator.reset(new)
@@ -195,7 +198,7 @@ class SyncWorker:
         # from now on (see gc_control), before listeners and readers make garbage of their own.
         if self.freeze_heap:
             HeapFreezer.freeze()
-        self._listeners.deliver(events)
+        self._listeners.publish(ChangeBatch(new.revision, tuple(events), old is not None), ticket)
         self._published.confirm()
         self._need_load = False
         self._record_load(loaded, new, len(events))
@@ -367,8 +370,9 @@ class SyncWorker:
                 return False
             new, delivered = apply_changes(snap, last, changes)
             self._published.swap(new)
+            ticket = self._listeners.reserve()
+        self._listeners.publish(ChangeBatch(new.revision, tuple(delivered)), ticket)
         self._metrics.events_applied.inc(len(changes))
-        self._listeners.deliver(delivered)
         self._validator.submit((event.key, event.entry) for event in delivered)
         return True
 
