@@ -1,6 +1,6 @@
 """The whole benchmark suite in one command: ``python -m bench`` (or ``./scripts/bench``).
 
-It starts its own etcd (tests/harness ``EtcdMember``), runs every pair P1-P8 as a ratio of ours
+It starts its own etcd (tests/harness ``EtcdMember``), runs every pair P1-P10 as a ratio of ours
 to a raw baseline measured side by side in the same run (A/B/A/B alternation, median of
 ``--reps`` reps, min-max of the per-rep ratios), and writes ``bench/results/latest.json``
 plus PNG plots (``bench/plots.py``, needs matplotlib: ``pip install -e '.[bench]'``). It
@@ -10,7 +10,9 @@ Phases, in order, all against the one etcd:
 
 1. P5 -- the sidecar process vs etcd's HTTP gateway (``p5_sidecar``).
 2. P8 -- writer library and HTTP vs raw txns (``p8_writer``).
-3. sweep -- groups under ``/bench/`` grown to each ``--groups`` size in turn; at each size
+3. grpc -- P9, replica ``GetResourceGroup`` vs etcd's gRPC ``Range`` (``p9_grpc``), and P10,
+   100 MetaStorage watchers on one replica vs 100 etcd watches (``p10_fanout``).
+4. sweep -- groups under ``/bench/`` grown to each ``--groups`` size in turn; at each size
    time-to-ready (``p1_ready``) and memory (``p7_memory``). At ``--p-groups`` (100k) the
    time-to-ready point is P1 (with the 10k point as its second line), and the pairs that need
    a live replica run there on one shared replica (P1b, P4, P2, P2b, P2c, P3, P6), then P7.
@@ -52,6 +54,8 @@ from bench import (
     p6_rebuild,
     p7_memory,
     p8_writer,
+    p9_grpc,
+    p10_fanout,
 )
 from bench._common import ROOT, EtcdMember, Population, connect_to, cpu_model, etcd_version, log
 from bench._replica import Rig
@@ -75,6 +79,8 @@ REPORTS: tuple[tuple[str, Callable[[str, dict[str, Any]], list[Row]],
     ("P6", p6_rebuild.rows, p6_rebuild.absolute),
     ("P7", p7_memory.rows, p7_memory.absolute),
     ("P8", p8_writer.rows, p8_writer.absolute),
+    ("P9", p9_grpc.rows, p9_grpc.absolute),
+    ("P10", p10_fanout.rows, p10_fanout.absolute),
 )  # fmt: skip
 
 
@@ -180,7 +186,7 @@ def make_plots(document: dict[str, Any], out_dir: Path) -> list[str]:
 
 # ---- main ----------------------------------------------------------------------------------
 
-PHASE_FIGURES = {"sidecar": ("P5",), "writer": ("P8",)}
+PHASE_FIGURES = {"sidecar": ("P5",), "writer": ("P8",), "grpc": ("P9", "P10")}
 """The figures of the phases other than ``replica`` (which holds every other figure)."""
 
 
@@ -196,10 +202,11 @@ def merge_previous(latest: Path, results: dict[str, Any], extra: dict[str, Any],
         return {}
     date = previous.get("meta", {}).get("date", "?")
     merged: dict[str, str] = {}
-    skipped = {"replica", "sidecar", "writer"} - phases
+    skipped = {"replica", *PHASE_FIGURES} - phases
+    others = {pid for ids in PHASE_FIGURES.values() for pid in ids}
     for phase in skipped:
         if phase == "replica":
-            ids = [pid for pid, _r, _a in REPORTS if pid not in ("P5", "P8")]
+            ids = [pid for pid, _r, _a in REPORTS if pid not in others]
             for key in ("ready_sweep", "memory_sweep"):
                 if key in previous:
                     extra[key] = previous[key]
@@ -242,8 +249,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="directory of latest.json and the plots (default bench/results)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--phases", default="replica,sidecar,writer",
-                        help="subset of replica,sidecar,writer")  # fmt: skip
+    parser.add_argument("--phases", default="replica,sidecar,writer,grpc",
+                        help="subset of replica,sidecar,writer,grpc")  # fmt: skip
     args = parser.parse_args(argv)
     if args.smoke:
         args.groups, args.p_groups = "1000", 1000
@@ -288,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
         if "writer" in phases:
             log("P8 writer throughput")
             results["P8"] = p8_writer.run(member.endpoint, reps=reps, smoke=smoke)
+        if "grpc" in phases:
+            log("P9 replica gRPC GetResourceGroup vs etcd gRPC Range")
+            results["P9"] = p9_grpc.run(member.endpoint, reps=reps, smoke=smoke)
+            log("P10 MetaStorage watch fan-out vs etcd watches")
+            etcd_pid = member.pid
+            assert etcd_pid is not None
+            results["P10"] = p10_fanout.run(member.endpoint, etcd_pid, reps=reps, smoke=smoke)
         if "replica" in phases:
             phase = replica_phase(member.endpoint, args.sizes, args.p_groups, reps, smoke)
             results.update(phase["pairs"])

@@ -10,6 +10,7 @@ p99 latency: goal <= 1x).
     python -m bench.p9_grpc [--groups 10000] [--concurrency 4] [--seconds 3] [--reps 3]
 
 ``--serve ENDPOINT ROOT PORT`` is the replica process itself (used by this module and P10).
+In the suite (``python -m bench``, phase ``grpc``) ``run`` measures against the suite's etcd.
 """
 
 from __future__ import annotations
@@ -37,10 +38,16 @@ from bench._common import (
     group_name,
     group_value,
 )
-from bench._stats import pct
+from bench._stats import Row, goal_row, pct, ratio_summary
 from rmwatch.store.keys import KeyLayout
 
 BENCH_ROOT = "/bench9/"
+THROUGHPUT_GOAL = 1.0
+P99_GOAL = 1.0
+# (smoke, full) sizes in the suite: groups stored, client threads, seconds a side per rep.
+GROUPS = (200, 10_000)
+CONCURRENCY = (2, 4)
+SECONDS = (0.5, 3.0)
 
 
 # ---- the replica process ------------------------------------------------------------------
@@ -191,40 +198,34 @@ def etcd(layout: KeyLayout) -> Callable[[grpc.Channel], Callable[[int], Any]]:
     return make
 
 
-def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """Load the groups, start the replica process, alternate the two sides."""
-    from harness import EtcdMember  # noqa: PLC0415 (tests/ is on sys.path via bench._common)
-
+def measure(endpoint: str, *, groups: int, concurrency: int, seconds: float,
+            reps: int) -> dict[str, Any]:  # fmt: skip
+    """Load the groups into the etcd at ``endpoint``, start the replica process, alternate
+    the two sides ``reps`` times; per-rep ratios ours/etcd."""
     layout = KeyLayout(BENCH_ROOT)
-    with EtcdMember() as member:
-        client = connect_to(member.endpoint)
-        items = [(layout.settings(group_name(i)), group_value(i)) for i in range(args.groups)]
-        bulk_put(client, items)
+    client = connect_to(endpoint)
+    try:
+        bulk_put(client, [(layout.settings(group_name(i)), group_value(i)) for i in range(groups)])
+    finally:
         client.close()
-        port = free_port()
-        proc = start_server(member.endpoint, BENCH_ROOT, port)
-        try:
-            reps: list[dict[str, Rep]] = []
-            for rep in range(args.reps):
-                sides = [("etcd", member.endpoint, etcd(layout)),
-                         ("ours", f"127.0.0.1:{port}", ours(layout))]  # fmt: skip
-                if rep % 2:
-                    sides.reverse()
-                result = {}
-                for name, address, make in sides:
-                    result[name] = run_load(
-                        make, address, groups=args.groups, concurrency=args.concurrency,
-                        seconds=args.seconds,
-                    )  # fmt: skip
-                reps.append(result)
-        finally:
-            stop_server(proc)
-    throughput = [r["ours"].throughput / r["etcd"].throughput for r in reps]
-    p99 = [r["ours"].p(0.99) / r["etcd"].p(0.99) for r in reps]
+    port = free_port()
+    proc = start_server(endpoint, BENCH_ROOT, port)
+    measured: list[dict[str, Rep]] = []
+    try:
+        for rep in range(reps):
+            sides = [("etcd", endpoint, etcd(layout)),
+                     ("ours", f"127.0.0.1:{port}", ours(layout))]  # fmt: skip
+            if rep % 2:
+                sides.reverse()
+            measured.append({name: run_load(make, address, groups=groups,
+                                            concurrency=concurrency, seconds=seconds)
+                             for name, address, make in sides})  # fmt: skip
+    finally:
+        stop_server(proc)
     return {
-        "groups": args.groups,
-        "concurrency": args.concurrency,
-        "seconds": args.seconds,
+        "groups": groups,
+        "concurrency": concurrency,
+        "seconds": seconds,
         "reps": [
             {
                 side: {
@@ -234,13 +235,45 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 for side in ("ours", "etcd")
             }
-            for r in reps
+            for r in measured
         ],  # fmt: skip
-        "throughput_ratio": round(statistics.median(throughput), 3),
-        "throughput_ratio_range": [round(min(throughput), 3), round(max(throughput), 3)],
-        "p99_ratio": round(statistics.median(p99), 3),
-        "p99_ratio_range": [round(min(p99), 3), round(max(p99), 3)],
-    }
+        "throughput_ratio": ratio_summary([r["ours"].throughput for r in measured],
+                                          [r["etcd"].throughput for r in measured]),
+        "p99_ratio": ratio_summary([r["ours"].p(0.99) for r in measured],
+                                   [r["etcd"].p(0.99) for r in measured]),
+    }  # fmt: skip
+
+
+def run(endpoint: str, *, reps: int, smoke: bool) -> dict[str, Any]:
+    """P9 against the etcd at ``endpoint``, at the suite's sizes (tiny with ``smoke``)."""
+    size = 0 if smoke else 1
+    return measure(endpoint, groups=GROUPS[size], concurrency=CONCURRENCY[size],
+                   seconds=SECONDS[size], reps=reps)  # fmt: skip
+
+
+def rows(pid: str, result: dict[str, Any]) -> list[Row]:
+    """The table's lines: throughput and p99 latency, ours/etcd."""
+    return [
+        goal_row(pid, "replica gRPC GetResourceGroup calls/s / etcd gRPC Range",
+                 result["throughput_ratio"], ">=", THROUGHPUT_GOAL),
+        goal_row(pid, "replica gRPC GetResourceGroup p99 / etcd gRPC Range p99",
+                 result["p99_ratio"], "<=", P99_GOAL),
+    ]  # fmt: skip
+
+
+def _median(result: dict[str, Any], side: str, field: str) -> float:
+    return float(statistics.median(r[side][field] for r in result["reps"]))
+
+
+def absolute(pid: str, result: dict[str, Any]) -> str:
+    """Both sides' calls/s and latencies (medians over the reps)."""
+    parts = [
+        f"{name} {_median(result, side, 'calls_per_s'):.0f} calls/s p50 "
+        f"{_median(result, side, 'p50_ms'):.2f} p99 {_median(result, side, 'p99_ms'):.2f} ms"
+        for side, name in (("ours", "replica GetResourceGroup"), ("etcd", "etcd Range"))
+    ]
+    return (f"{pid:<3} " + " | ".join(parts) + f" ({result['concurrency']} threads, "
+            f"{result['groups']} groups, {result['seconds']:g} s a side)")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,10 +290,14 @@ def main(argv: list[str] | None = None) -> int:
         endpoint, root, port = args.serve
         serve(endpoint, root, int(port))
         return 0
-    result = measure(args)
+    from harness import EtcdMember  # noqa: PLC0415 (tests/ is on sys.path via bench._common)
+
+    with EtcdMember() as member:
+        result = measure(member.endpoint, groups=args.groups, concurrency=args.concurrency,
+                         seconds=args.seconds, reps=args.reps)  # fmt: skip
     print(json.dumps(result, indent=2))
-    print(f"P9 GetResourceGroup vs etcd Range: throughput {result['throughput_ratio']}x "
-          f"(goal >= 1x), p99 {result['p99_ratio']}x (goal <= 1x)")  # fmt: skip
+    print(f"P9 GetResourceGroup vs etcd Range: throughput {result['throughput_ratio']['median']}x "
+          f"(goal >= 1x), p99 {result['p99_ratio']['median']}x (goal <= 1x)")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

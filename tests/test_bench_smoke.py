@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-P_KEYS = ("P1", "P1b", "P2", "P2b", "P2c", "P3", "P4", "P5", "P6", "P7", "P8")
+P_KEYS = ("P1", "P1b", "P2", "P2b", "P2c", "P3", "P4", "P5", "P6", "P7", "P8", "P9", "P10")
 
 
 def test_smoke_run_writes_every_p_figure(tmp_path: Path) -> None:
@@ -48,6 +48,13 @@ def test_smoke_run_writes_every_p_figure(tmp_path: Path) -> None:
     assert doc["memory_sweep"]
     assert doc["results"]["P6"]["timeline"]["reads_per_100ms"]
     assert doc["results"]["P2"]["latency_cdf_ms"]["ours"]
+    # the gRPC figures: every watcher got every event, both sides answered calls
+    for rep in doc["results"]["P10"]["reps"]:
+        for side in ("ours", "etcd"):
+            assert rep[side]["delivered"] == rep[side]["expected"] > 0, rep
+    for rep in doc["results"]["P9"]["reps"]:
+        assert rep["ours"]["calls_per_s"] > 0, rep
+        assert rep["etcd"]["calls_per_s"] > 0, rep
     # the table is printed: every P-id with a verdict
     for key in P_KEYS:
         assert f"\n{key} " in run.stdout, key
