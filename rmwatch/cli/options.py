@@ -35,8 +35,10 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rmwatch.cli.logs import FORMATS, LogFormat
-from rmwatch.store.etcd import EtcdConfig
+from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
+from rmwatch.store.etcd import EtcdClient, EtcdConfig, connect
 from rmwatch.store.keys import KeyLayout
+from rmwatch.store.keyspaces import cluster_id_at_start
 
 ETCD_AUTH_FLAGS = ("etcd_ca", "etcd_cert", "etcd_key", "etcd_user", "etcd_password_file")
 LAYOUT_FLAGS = ("rm_root_prefix", "cluster_id")
@@ -125,6 +127,28 @@ class LayoutOptions(EtcdAuthOptions):
     def layout(self, cluster_id: int | None = None) -> KeyLayout:
         """The key layout: RM keys under ``rm_prefix()``, PD's index of ``cluster_id``."""
         return KeyLayout(self.rm_prefix(), cluster_id=cluster_id)
+
+
+def connect_at_start(
+    settings: LayoutOptions, config: EtcdConfig, *, log: Any, event: str
+) -> tuple[EtcdClient, KeyLayout] | None:
+    """Connect to etcd and find PD's cluster id, as ``rmwatch writer`` and ``rmwatch replica``
+    start: with a user configured this authenticates at once, so a wrong password, CA or client
+    certificate (or a bad ``/pd/cluster_id`` value) fails here, logged once as ``event``, and
+    the command exits non-zero instead of retrying what cannot succeed (None)."""
+    try:
+        client = connect(config)
+    except (EtcdAuthError, EtcdUnavailableError) as exc:
+        summary = settings.etcd_summary()
+        log.error(event, error=str(exc), etcd=list(config.endpoints), **summary)  # noqa: TRY400
+        return None
+    try:
+        cluster_id = cluster_id_at_start(client, settings.cluster_id, deadline=config.timeout)
+    except (DecodeError, EtcdUnavailableError) as exc:
+        log.error(event, error=str(exc), etcd=list(config.endpoints))  # noqa: TRY400
+        client.close()
+        return None
+    return client, settings.layout(cluster_id)
 
 
 class ServeOptions(LayoutOptions):

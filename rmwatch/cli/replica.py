@@ -43,18 +43,17 @@ from rmwatch.cli.options import (
     add_grpc_listen_argument,
     add_layout_arguments,
     add_log_arguments,
+    connect_at_start,
     given_flags,
     server_options,
     split_listen,
 )
-from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
 from rmwatch.grpc import GrpcServer, serve_replica
 from rmwatch.grpc.metastorage import DEFAULT_PROGRESS_INTERVAL
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
 from rmwatch.http.server_drain import ServerDrain as DrainState
 from rmwatch.http.sidecar_app import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
-from rmwatch.store.etcd import connect
-from rmwatch.store.keyspaces import KeyspaceResolver, cluster_id_at_start
+from rmwatch.store.keyspaces import KeyspaceResolver
 from rmwatch.store.leadership import read_leader
 from rmwatch.watcher.history import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS
 from rmwatch.watcher.replica import Replica
@@ -256,22 +255,15 @@ def run(args: argparse.Namespace) -> int:
     host, port = settings.host_port()
     try:
         etcd = settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout)
-        # A second connection for what the replica's cache does not hold: the writer leader
-        # key, PD's cluster id and keyspace index (all outside resource_group/). With a user
-        # configured it authenticates now: a wrong password, CA or client cert fails here.
-        client = connect(etcd)
-    except (ValueError, EtcdAuthError, EtcdUnavailableError) as exc:
-        log.error("sidecar_cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
-                  **settings.etcd_summary())  # fmt: skip
-        return 1
-    try:
-        cluster_id = cluster_id_at_start(client, settings.cluster_id,
-                                         deadline=settings.etcd_timeout)  # fmt: skip
-    except (DecodeError, EtcdUnavailableError) as exc:
+    except ValueError as exc:
         log.error("sidecar_cannot_start", error=str(exc), etcd=settings.etcd)  # noqa: TRY400
-        client.close()
         return 1
-    layout = settings.layout(cluster_id)
+    # A second connection for what the replica's cache does not hold: the writer leader key,
+    # PD's cluster id and keyspace index (all outside resource_group/).
+    started = connect_at_start(settings, etcd, log=log, event="sidecar_cannot_start")
+    if started is None:
+        return 1
+    client, layout = started
     replica = Replica(etcd=etcd, root_prefix=layout.root_prefix,
                       max_staleness=settings.max_staleness)  # fmt: skip
 
@@ -294,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
                             timeout_graceful_shutdown=int(settings.shutdown_timeout),
                             **server_options())  # fmt: skip
     try:
-        grpc_server = _serve_grpc(settings, replica, cluster_id)
+        grpc_server = _serve_grpc(settings, replica, layout.cluster_id)
     except (ValueError, OSError, TimeoutError) as exc:
         log.error("sidecar_cannot_start", error=str(exc),  # noqa: TRY400
                   grpc_listen=settings.grpc_listen)  # fmt: skip
@@ -303,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
     server = _DrainingServer(config, drain, settings.drain_seconds, grpc_server)
     log.info("sidecar_starting", listen=settings.listen, etcd=settings.etcd,
              grpc_listen=grpc_server.address if grpc_server is not None else None,
-             rm_root_prefix=layout.root_prefix, cluster_id=cluster_id,
+             rm_root_prefix=layout.root_prefix, cluster_id=layout.cluster_id,
              writer_url=settings.writer_url,
              forward=settings.forward, max_staleness=settings.max_staleness,
              **settings.etcd_summary())  # fmt: skip

@@ -35,16 +35,14 @@ from rmwatch.cli.options import (
     add_grpc_listen_argument,
     add_layout_arguments,
     add_log_arguments,
+    connect_at_start,
     given_flags,
     read_secret,
     server_options,
     split_listen,
 )
-from rmwatch.errors import DecodeError, EtcdAuthError, EtcdUnavailableError
 from rmwatch.grpc import GrpcServer, serve_writer
 from rmwatch.http.writer_app import create_writer_app
-from rmwatch.store.etcd import connect
-from rmwatch.store.keyspaces import cluster_id_at_start
 from rmwatch.store.leadership import DEFAULT_TTL, Leadership
 from rmwatch.store.roles import WriteRole
 from rmwatch.store.writer import Writer
@@ -177,20 +175,15 @@ def run(args: argparse.Namespace) -> int:
     host, port = settings.host_port()
     try:
         token = settings.bearer_token()
-        client = connect(settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout))
-    except (ValueError, EtcdAuthError, EtcdUnavailableError) as exc:
-        # A wrong password, CA or file is not transient: say so once and exit non-zero.
-        log.error("writer_cannot_start", error=str(exc), etcd=settings.etcd,  # noqa: TRY400
-                  **settings.etcd_summary())  # fmt: skip
-        return 1
-    try:
-        cluster_id = cluster_id_at_start(client, settings.cluster_id,
-                                         deadline=settings.etcd_timeout)  # fmt: skip
-    except (DecodeError, EtcdUnavailableError) as exc:
+        etcd = settings.etcd_config(settings.etcd, timeout=settings.etcd_timeout)
+    except ValueError as exc:
+        # A missing token or TLS file is not transient: say so once and exit non-zero.
         log.error("writer_cannot_start", error=str(exc), etcd=settings.etcd)  # noqa: TRY400
-        client.close()
         return 1
-    layout = settings.layout(cluster_id)
+    started = connect_at_start(settings, etcd, log=log, event="writer_cannot_start")
+    if started is None:
+        return 1
+    client, layout = started
     leadership = Leadership(client=client, layout=layout, name=settings.name,
                             address=settings.address(), ttl=settings.lease_ttl)  # fmt: skip
     writer = Writer(client=client, layout=layout, role=settings.role, leadership=leadership)
@@ -208,7 +201,7 @@ def run(args: argparse.Namespace) -> int:
         leadership.grpc_address = settings.grpc_address(grpc_server.address)
     log.info("writer_starting", name=settings.name, listen=settings.listen,
              address=settings.address(), role=str(settings.role), etcd=settings.etcd,
-             rm_root_prefix=layout.root_prefix, cluster_id=cluster_id,
+             rm_root_prefix=layout.root_prefix, cluster_id=layout.cluster_id,
              lease_ttl=settings.lease_ttl, grpc_address=leadership.grpc_address,
              bearer_token=token is not None, **settings.etcd_summary())  # fmt: skip
     leadership.start()
