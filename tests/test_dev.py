@@ -33,10 +33,30 @@ class Dev:
     ports: tuple[int, ...]
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _dev_ports() -> list[int]:
+    """Five free ports for ``rmwatch dev``, the etcd client port's successor (its peer port)
+    free and not among them: the kernel often hands out neighbours, and dev refuses a taken
+    peer port before it prints anything."""
+    while True:
+        ports = free_ports(5)
+        if ports[0] + 1 not in ports and _bindable(ports[0] + 1):
+            return list(ports)
+
+
 @contextmanager
 def running_dev() -> Iterator[Dev]:
     """``rmwatch dev`` on free ports, up to its banner; killed afterwards if still running."""
-    etcd_port, writer_port, replica_port, writer_grpc, replica_grpc = free_ports(5)
+    etcd_port, writer_port, replica_port, writer_grpc, replica_grpc = _dev_ports()
     proc = subprocess.Popen(
         [sys.executable, "-m", "rmwatch", "dev", "--etcd-port", str(etcd_port),
          "--writer-port", str(writer_port), "--replica-port", str(replica_port),
