@@ -17,6 +17,7 @@ import grpc
 
 from rmwatch._logging import get_logger
 from rmwatch.errors import DigestMismatchError
+from rmwatch.store.etcd import EtcdClient
 from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.failures import describe
 from rmwatch.watcher.loader import load_prefix
@@ -60,7 +61,7 @@ class DigestJob:
     def __init__(
         self,
         *,
-        client: Any,
+        client: EtcdClient,
         prefix: str,
         page_size: int,
         published: Published,

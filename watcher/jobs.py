@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
+from rmwatch.store.etcd import EtcdClient
 from rmwatch.watcher.digest import DigestJob
 from rmwatch.watcher.heartbeat import Heartbeat
 from rmwatch.watcher.listeners import Listeners
@@ -30,7 +30,7 @@ class Jobs:
     def __init__(
         self,
         *,
-        client: Any,
+        client: EtcdClient,
         options: ReplicaOptions,
         published: Published,
         machine: StateMachine,

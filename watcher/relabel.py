@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Any
 
 from rmwatch._logging import get_logger
+from rmwatch.store.etcd import EtcdClient
 from rmwatch.watcher.failures import describe
 from rmwatch.watcher.listeners import ChangeBatch, Listeners
 from rmwatch.watcher.loader import store_mark
@@ -35,7 +35,7 @@ class RelabelConfirmer:
     def __init__(
         self,
         *,
-        client: Any,
+        client: EtcdClient,
         prefix: str,
         published: Published,
         machine: StateMachine,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rmwatch.errors import NotReadyError, ReplicaClosedError, RevisionTimeoutError
-from rmwatch.store.etcd import EtcdConfig, connect
+from rmwatch.store.etcd import EtcdClient, EtcdConfig, connect
 from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
 from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
@@ -78,7 +78,7 @@ class Replica:
         digest_interval: float | None = None,
         strict_digest: bool = False,
         history: int = 100,
-        client_factory: Callable[[EtcdConfig], Any] = connect,
+        client_factory: Callable[[EtcdConfig], EtcdClient] = connect,
         session_factory: Callable[..., WatchSession] = WatchSession,
         verify_prev_kv: bool = False,
         freeze_gc: bool = True,

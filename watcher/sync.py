@@ -23,7 +23,7 @@ import grpc
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential, wait_random
 
 from rmwatch._logging import get_logger
-from rmwatch.store.etcd import mark_endpoint_failed
+from rmwatch.store.etcd import EtcdClient, mark_endpoint_failed
 from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.watcher.cache import RawChange, Snapshot, apply_changes, build_snapshot, diff_snapshots
 from rmwatch.watcher.failures import StreamLostError, describe, retryable
@@ -51,7 +51,7 @@ class SyncWorker:
     def __init__(
         self,
         *,
-        client: Any,
+        client: EtcdClient,
         options: ReplicaOptions,
         published: Published,
         machine: StateMachine,
