@@ -41,9 +41,10 @@ from pyetcd.etcdrpc import rpc_pb2
 
 from bench._common import (
     connect_to,
+    free_port,
 )
 from bench._stats import Row, goal_row, pct, ratio_summary, summary
-from bench.p9_grpc import free_port, start_server, stop_server
+from bench.p9_grpc import start_server, stop_server
 from rmwatch.store._pb import meta_storagepb_pb2 as mspb
 from rmwatch.store.keys import KeyLayout
 from rmwatch.watcher.watch_stream import prefix_end

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from bench._common import (
     ROOT,
     bulk_put,
     connect_to,
+    free_port,
     group_name,
     group_value,
 )
@@ -88,13 +88,6 @@ def stop_server(proc: subprocess.Popen[str]) -> None:
         proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # ---- the load ---------------------------------------------------------------------------
