@@ -315,7 +315,9 @@ class TestForwardClassification:
         """The server read the request and dropped the connection: the outcome is unknown."""
         with listener(answer_then_close=True) as port:
             failure = _send(port)
-        assert isinstance(failure, httpx.RemoteProtocolError)
+        # A close seen as a clean EOF is RemoteProtocolError; if the kernel answers with a reset
+        # (the close raced the rest of the request) httpx raises ReadError. Both happened in CI.
+        assert isinstance(failure, httpx.RemoteProtocolError | httpx.ReadError)
         assert delivery(failure) is Delivery.MAY_HAVE_APPLIED
 
 
