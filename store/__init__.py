@@ -1,8 +1,9 @@
 """rmwatch's data layer: PD's key layout, models and codecs, the etcd adapter, and the writer.
 
 Public surface: ``Writer`` (the single metadata writer) with ``Leadership`` (its election and
-fencing), ``WriteRole`` and ``WriterMetrics``; ``KeyLayout`` and the models; ``EtcdConfig``,
-``connect`` and the ``EtcdClient`` protocol they are given (the rest of the etcd adapter is
+fencing), ``WriteRole`` and ``WriterMetrics``; ``KeyLayout`` and the models (``StoredGroup``:
+a group as a replica keeps and returns it); ``EtcdConfig``, ``connect`` and the ``EtcdClient``
+protocol they are given (the rest of the etcd adapter is
 ``rmwatch.store.etcd``); ``KeyspaceResolver``. The errors live in ``rmwatch.errors``; those
 the data layer raises are re-exported here for convenience.
 """
@@ -52,6 +53,7 @@ from rmwatch.store.models import (
     default_group,
 )
 from rmwatch.store.roles import WriteRole
+from rmwatch.store.stored_group import StoredGroup
 from rmwatch.store.writer import GroupView, Writer
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "RunawayWatch",
     "RunawayWatchType",
     "ServiceLimit",
+    "StoredGroup",
     "TokenBucket",
     "TokenLimitSettings",
     "TokenState",

@@ -28,10 +28,14 @@ from rmwatch.store.models import (
     ResourceGroup,
     ServiceLimit,
 )
-from rmwatch.store.settings_decode import InvalidGroupError, group_from_message
+from rmwatch.store.settings_decode import InvalidGroupError, check_group_message
+from rmwatch.store.stored_group import StoredGroup
 
 Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 """What a metadata key decodes to."""
+
+StoredValue = StoredGroup | GroupStates | ControllerConfig | ServiceLimit
+"""What the replica keeps of a metadata key: a group as its lean ``StoredGroup``."""
 
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 
@@ -98,24 +102,10 @@ def _apply(msg: Message, data: dict[str, Any]) -> None:
 
 
 def decode_settings(key: str, data: bytes) -> ResourceGroup:
-    """Decode a ``ResourceGroup`` protobuf; raise DecodeError naming ``key`` if it does not.
-
-    Checked and built straight from the parsed message (``rmwatch.store.settings_decode``):
-    no pydantic validation per stored value.
-    """
-    msg = pb.ResourceGroup()
-    try:
-        msg.ParseFromString(data)
-    except (_PbDecodeError, RuntimeError, ValueError) as exc:
-        raise DecodeError(key, f"not a ResourceGroup protobuf: {exc}") from None
-    if _has_unknown_fields(msg, data):
-        wrong = _known_in_unknown(msg)
-        if wrong:
-            raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
-    try:
-        return group_from_message(msg, bytes(data))  # no copy when ``data`` is bytes
-    except InvalidGroupError as exc:
-        raise DecodeError(key, str(exc)) from None
+    """Decode a ``ResourceGroup`` protobuf; raise DecodeError naming ``key`` if it does not
+    decode or PD would refuse it. Checked and built straight from the parsed message
+    (``rmwatch.store.settings_decode``): no pydantic validation per stored value."""
+    return decode_stored_group(key, data).model()
 
 
 def encode_settings(group: ResourceGroup, base: bytes | None = None) -> bytes:
@@ -246,27 +236,55 @@ def _first_error(exc: ValidationError) -> str:
 # ---- one entry point for the replica and the writer -----------------------------------------
 
 
-def decode_value(key: str, parsed: ParsedKey, data: bytes) -> Value:
-    """Decode the value of a parsed key, checking it agrees with its key (name, keyspace)."""
+def decode_stored_group(key: str, data: bytes) -> StoredGroup:
+    """A stored ``ResourceGroup`` checked in full and kept lean (``StoredGroup``); raises
+    DecodeError naming ``key`` if it does not decode or PD would refuse it."""
+    try:
+        msg = pb.ResourceGroup.FromString(data)
+    except (_PbDecodeError, RuntimeError, ValueError) as exc:
+        raise DecodeError(key, f"not a ResourceGroup protobuf: {exc}") from None
+    if _has_unknown_fields(msg, data):
+        wrong = _known_in_unknown(msg)
+        if wrong:
+            raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
+    wire = bytes(data)  # no copy when ``data`` is bytes
+    try:
+        mode, keyspace_id, identity = check_group_message(msg, wire)
+    except InvalidGroupError as exc:
+        raise DecodeError(key, str(exc)) from None
+    return StoredGroup(msg.name, mode, msg.priority, wire, keyspace_id=keyspace_id,
+                       identity=identity)  # fmt: skip
+
+
+def stored_group(group: ResourceGroup) -> StoredGroup:
+    """The stored form of a model, as ``encode_settings`` writes it (its keyspace as the model
+    shows it)."""
+    stored = decode_stored_group("model", encode_settings(group))
+    return stored if stored.keyspace_id == group.keyspace_id else stored.in_keyspace(
+        group.keyspace_id)  # fmt: skip
+
+
+def _group_for_key(key: str, parsed: ParsedKey, group: StoredGroup) -> StoredGroup:
+    # A stored group must agree with its key: the name, and the keyspace unless field 9 holds a
+    # V3 identity, in which case PD takes the keyspace from the key path.
+    # PD: pkg/storage/endpoint/resource_group.go:58-73 (HEAD a186e0c)
+    if group.name != parsed.name:
+        raise DecodeError(key, f"name {group.name!r} differs from the key's {parsed.name!r}")
+    if group.keyspace_identity is not None:
+        keyspace = None if parsed.keyspace_id == NULL_KEYSPACE_ID else parsed.keyspace_id
+        return group if group.keyspace_id == keyspace else group.in_keyspace(keyspace)
+    if group.effective_keyspace_id != parsed.keyspace_id and group.keyspace_id is not None:
+        raise DecodeError(
+            key, f"keyspace_id {group.keyspace_id} differs from the key's {parsed.keyspace_id}"
+        )
+    return group
+
+
+def decode_stored(key: str, parsed: ParsedKey, data: bytes) -> StoredValue:
+    """Decode the value of a parsed key as the replica keeps it (a group as ``StoredGroup``),
+    checking it agrees with its key (name, keyspace)."""
     if parsed.kind is KeyKind.SETTINGS:
-        group = decode_settings(key, data)
-        if group.name != parsed.name:
-            raise DecodeError(key, f"name {group.name!r} differs from the key's {parsed.name!r}")
-        if group.keyspace_identity is not None:
-            # PD takes a stored group's keyspace from its key path, whatever field 9 holds.
-            # PD: pkg/storage/endpoint/resource_group.go:58-73 (HEAD a186e0c)
-            keyspace = None if parsed.keyspace_id == NULL_KEYSPACE_ID else parsed.keyspace_id
-            if group.keyspace_id != keyspace:
-                fixed = group.model_copy(update={"keyspace_id": keyspace})
-                fixed._wire, fixed._identity = group.wire, group.keyspace_identity
-                group = fixed
-            return group
-        if group.effective_keyspace_id != parsed.keyspace_id and group.keyspace_id is not None:
-            raise DecodeError(
-                key,
-                f"keyspace_id {group.keyspace_id} differs from the key's {parsed.keyspace_id}",
-            )
-        return group
+        return _group_for_key(key, parsed, decode_stored_group(key, data))
     if parsed.kind is KeyKind.STATES:
         return decode_states(key, data)
     if parsed.kind is KeyKind.CONTROLLER:
@@ -274,13 +292,22 @@ def decode_value(key: str, parsed: ParsedKey, data: bytes) -> Value:
     return decode_service_limit(key, data, parsed.keyspace_id)
 
 
+def decode_value(key: str, parsed: ParsedKey, data: bytes) -> Value:
+    """``decode_stored`` with a group as its full ``ResourceGroup`` (for read-modify-write)."""
+    value = decode_stored(key, parsed, data)
+    return value.model() if isinstance(value, StoredGroup) else value
+
+
 __all__ = [
     "NULL_KEYSPACE_ID",
+    "StoredValue",
     "Value",
     "decode_controller",
     "decode_service_limit",
     "decode_settings",
     "decode_states",
+    "decode_stored",
+    "decode_stored_group",
     "decode_value",
     "encode_controller",
     "encode_service_limit",
@@ -288,4 +315,5 @@ __all__ = [
     "encode_states",
     "format_go_float",
     "go_json_dumps",
+    "stored_group",
 ]

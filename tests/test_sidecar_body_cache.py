@@ -18,7 +18,7 @@ from sidecar_support import API, layout, replica, serve
 from rmwatch.http.fast_group_read import ENTRY_OVERHEAD, GroupBodies
 from rmwatch.http.sidecar_app import create_sidecar_app
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
-from rmwatch.store.models import ResourceGroup
+from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.replica import Replica
 
 __all__ = ["layout", "replica"]  # fixtures, re-exported so pytest finds them here
@@ -35,7 +35,7 @@ def _seed(etcd_client: Any, layout: KeyLayout, replica: Replica) -> list[str]:
     return names
 
 
-def _groups(replica: Replica, names: list[str]) -> dict[str, ResourceGroup]:
+def _groups(replica: Replica, names: list[str]) -> dict[str, StoredGroup]:
     snap = replica.snapshot()
     out = {}
     for name in names:

@@ -21,16 +21,16 @@ from functools import lru_cache
 from typing import Generic, NamedTuple, TypeVar
 
 from rmwatch.errors import DecodeError, InvalidKeyError
-from rmwatch.store.codec import Value, decode_value
+from rmwatch.store.codec import StoredValue, decode_stored, stored_group
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout, ParsedKey
 from rmwatch.store.models import (
     DEFAULT_GROUP_NAME,
     ControllerConfig,
     GroupStates,
-    ResourceGroup,
     ServiceLimit,
     default_group,
 )
+from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.gc_control import gc_paused
 from rmwatch.watcher.overlay import TOMBSTONE, Overlay
 
@@ -53,7 +53,7 @@ class Entry:
         mod_revision: int,
         parsed: ParsedKey | None,
         *,
-        value: Value | None = None,
+        value: StoredValue | None = None,
         error: str | None = None,
     ) -> None:
         self.key = key
@@ -70,7 +70,7 @@ class Entry:
             parsed = self.parsed
             assert parsed is not None
             try:
-                self._value = decode_value(self.key, parsed, self.raw)
+                self._value = decode_stored(self.key, parsed, self.raw)
             except DecodeError as exc:
                 self._error = exc.reason
             self._done = True
@@ -82,7 +82,7 @@ class Entry:
         return self._done
 
     @property
-    def value(self) -> Value | None:
+    def value(self) -> StoredValue | None:
         """The decoded model, or None (bad value, or a key kind this version does not know)."""
         if not self._done:
             self.decode()
@@ -148,12 +148,12 @@ class ChangeEvent:
     source: str = "watch"  # "watch" or "rebuild"
 
     @property
-    def value(self) -> Value | None:
+    def value(self) -> StoredValue | None:
         """The new value (None for a delete or a bad value)."""
         return None if self.entry is None else self.entry.value
 
     @property
-    def prev_value(self) -> Value | None:
+    def prev_value(self) -> StoredValue | None:
         """The value before the change, from the cache (None if absent or bad)."""
         return None if self.prev_entry is None else self.prev_entry.value
 
@@ -204,13 +204,13 @@ class Snapshot:
 
     # ---- reads ----------------------------------------------------------------------------
 
-    def _value(self, key: str) -> Value | None:
+    def _value(self, key: str) -> StoredValue | None:
         entry = self.entries.get_fast(key)
         return None if entry is None else entry.value
 
     def _resolved(
         self, kind: KeyKind, keyspace_id: int, name: str | None, key: str
-    ) -> Value | None:
+    ) -> StoredValue | None:
         # The value PD ends up with when several keys name one group (or one service limit):
         # it loads the legacy prefix, then the keyspace prefix in key order, and a later good
         # value replaces an earlier one (a bad one is skipped).
@@ -236,7 +236,7 @@ class Snapshot:
                 return value
         return None
 
-    def get_group(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> ResourceGroup | None:
+    def get_group(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> StoredGroup | None:
         """A group's settings; ``default`` in every keyspace, stored or not (as PD shows it).
 
         Among keys naming one group (the null keyspace's legacy and keyspace-form keys, ``07``
@@ -252,7 +252,7 @@ class Snapshot:
         else:
             entry = self.entries.get_fast(self.layout.settings(name, keyspace_id))
             value = None if entry is None else entry.value
-        if isinstance(value, ResourceGroup):
+        if isinstance(value, StoredGroup):
             return value
         return reserved_default(keyspace_id) if name == DEFAULT_GROUP_NAME else None
 
@@ -262,13 +262,13 @@ class Snapshot:
         value = self._resolved(KeyKind.STATES, keyspace_id, name, key)
         return value if isinstance(value, GroupStates) else None
 
-    def list_groups(self, keyspace_id: int = NULL_KEYSPACE_ID) -> tuple[ResourceGroup, ...]:
+    def list_groups(self, keyspace_id: int = NULL_KEYSPACE_ID) -> tuple[StoredGroup, ...]:
         """Groups of a keyspace sorted by name (memoized: one O(n) pass per snapshot)."""
         return self._memoized(("groups", keyspace_id), lambda: self._collect(keyspace_id))
 
-    def _collect(self, keyspace_id: int) -> tuple[ResourceGroup, ...]:
+    def _collect(self, keyspace_id: int) -> tuple[StoredGroup, ...]:
         # Per name, the key PD loads last wins (see ``_resolved``); ``default`` always shows.
-        found: dict[str, tuple[tuple[bool, str], ResourceGroup]] = {}
+        found: dict[str, tuple[tuple[bool, str], StoredGroup]] = {}
         keyspace_prefix = self.layout.prefix + "keyspace/"
         for entry in self.entries.values():
             parsed = entry.parsed
@@ -279,7 +279,7 @@ class Snapshot:
             ):
                 continue
             value = entry.value
-            if not isinstance(value, ResourceGroup):
+            if not isinstance(value, StoredGroup):
                 continue
             rank = (entry.key.startswith(keyspace_prefix), entry.key)
             current = found.get(value.name)
@@ -300,7 +300,7 @@ class Snapshot:
         value = self._resolved(KeyKind.SERVICE_LIMIT, keyspace_id, None, key)
         return value if isinstance(value, ServiceLimit) else None
 
-    def _memoized(self, key: object, build: object) -> tuple[ResourceGroup, ...]:
+    def _memoized(self, key: object, build: object) -> tuple[StoredGroup, ...]:
         memo = self._memo.get(key)
         if memo is None:
             with self._memo_lock:
@@ -316,13 +316,13 @@ class Snapshot:
 
 
 @lru_cache(maxsize=4096)
-def reserved_default(keyspace_id: int) -> ResourceGroup:
+def reserved_default(keyspace_id: int) -> StoredGroup:
     """The ``default`` group PD shows in a keyspace where none is stored (one shared, frozen
     instance per keyspace): fill_rate 2147483647, burst_limit -1, priority 8.
     PD: pkg/mcs/resourcemanager/server/keyspace_manager.go:229-242, manager.go:299-311
     (HEAD a186e0c)
     """
-    return default_group(keyspace_id)
+    return stored_group(default_group(keyspace_id))
 
 
 def _is_odd(entry: Entry) -> bool:

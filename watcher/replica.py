@@ -3,7 +3,7 @@ nothing until caught up. Thread-safe, synchronous, usable as a library::
 
     with Replica(endpoints=["127.0.0.1:2379"]) as replica:
         replica.wait_ready(10)
-        group = replica.get_group("rg1")          # Versioned(value=ResourceGroup, revision=...)
+        group = replica.get_group("rg1")          # Versioned(value=StoredGroup, revision=...)
 
 This class is the facade: lifecycle and reads. Each background job has its own module: the sync
 worker (``sync``: load, stream, apply, rebuild), the relabel confirmer (``relabel``), the
@@ -24,7 +24,8 @@ from rmwatch.errors import NotReadyError, ReplicaClosedError, RevisionTimeoutErr
 from rmwatch.store.etcd import EtcdClient, EtcdConfig, connect
 from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
-from rmwatch.store.models import ControllerConfig, GroupStates, ResourceGroup, ServiceLimit
+from rmwatch.store.models import ControllerConfig, GroupStates, ServiceLimit
+from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.cache import Snapshot, Versioned
 from rmwatch.watcher.digest import DigestResult
 from rmwatch.watcher.fanout import replica_watch
@@ -271,7 +272,7 @@ class Replica:
         *,
         min_revision: int | None = None,
         timeout: float = 5.0,
-    ) -> Versioned[ResourceGroup | None]:
+    ) -> Versioned[StoredGroup | None]:
         """A group's settings (None if absent) and the revision read at."""
         published = self._published
         snap = published.current
@@ -293,7 +294,7 @@ class Replica:
         *,
         min_revision: int | None = None,
         timeout: float = 5.0,
-    ) -> Versioned[tuple[ResourceGroup, ...]]:
+    ) -> Versioned[tuple[StoredGroup, ...]]:
         """Groups of a keyspace, sorted by name."""
         snap = self.snapshot(min_revision=min_revision, timeout=timeout)
         return Versioned(snap.list_groups(keyspace_id), snap.revision)

@@ -15,6 +15,7 @@ from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.codec import decode_settings, encode_settings
 from rmwatch.store.keys import NULL_KEYSPACE_ID
 from rmwatch.store.models import Consumption, GroupMode, GroupStates, ResourceGroup
+from rmwatch.store.stored_group import StoredGroup
 
 
 def request_keyspace(request: Any) -> int:
@@ -33,11 +34,16 @@ def not_exists_message(name: str) -> str:
 
 
 def group_to_pb(
-    group: ResourceGroup, states: GroupStates | None, keyspace_id: int, *, with_stats: bool
+    group: ResourceGroup | StoredGroup,
+    states: GroupStates | None,
+    keyspace_id: int,
+    *,
+    with_stats: bool,
 ) -> pb.ResourceGroup:
     """A stored group as PD's Get/List answer it over gRPC."""
     msg = pb.ResourceGroup()
-    msg.ParseFromString(group.wire or encode_settings(group))
+    wire = group.wire if isinstance(group, StoredGroup) else group.wire or encode_settings(group)
+    msg.ParseFromString(wire)
     msg.DiscardUnknownFields()
     if msg.mode == pb.RUMode or group.mode is GroupMode.RU_MODE:
         msg.ClearField("raw_resource_settings")

@@ -26,6 +26,7 @@ from rmwatch.http import pdjson
 from rmwatch.http.pd import PREFIX, with_stats
 from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
 from rmwatch.store.models import GroupStates, ResourceGroup
+from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.replica import Replica
 
 GROUP_ROUTE = "/config/group/{name}"
@@ -64,13 +65,13 @@ class GroupBodies:
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._entries: OrderedDict[
-            tuple[str, int, bool], tuple[ResourceGroup, GroupStates | None, bytes]
+            tuple[str, int, bool], tuple[ResourceGroup | StoredGroup, GroupStates | None, bytes]
         ] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def body(self, name: str, keyspace: int, stats: bool, group: ResourceGroup,
+    def body(self, name: str, keyspace: int, stats: bool, group: ResourceGroup | StoredGroup,
              states: GroupStates | None) -> bytes:  # fmt: skip
         """The JSON bytes of ``group`` as PD shows it, encoded again only if it changed."""
         key = (name, keyspace, stats)

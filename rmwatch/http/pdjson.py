@@ -34,6 +34,7 @@ from rmwatch.store.models import (
     TokenBucket,
     TokenState,
 )
+from rmwatch.store.stored_group import StoredGroup
 
 __all__ = [
     "GO_ZERO_TIME",
@@ -117,9 +118,14 @@ def _stats(group: ResourceGroup, states: GroupStates | None) -> dict[str, Any]:
 
 
 def group_json(
-    group: ResourceGroup, states: GroupStates | None = None, *, with_stats: bool = False
+    group: ResourceGroup | StoredGroup,
+    states: GroupStates | None = None,
+    *,
+    with_stats: bool = False,
 ) -> dict[str, Any]:
     """A group as PD's ``GET config/group/{name}`` answers it."""
+    if isinstance(group, StoredGroup):
+        group = group.model()
     out: dict[str, Any] = {"name": group.name, "mode": int(group.mode)}
     if group.mode is GroupMode.RU_MODE:
         # PD: resource_group.go:256-262: an RU group always has RU settings and a bucket.
