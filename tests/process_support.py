@@ -10,7 +10,8 @@ def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # Gone before the open (no file) or between the open and the read (ESRCH: seen in CI).
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
 
