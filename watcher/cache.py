@@ -14,7 +14,7 @@ a reader that gets there first decodes on the spot. Either way a bad value is ne
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -340,18 +340,23 @@ def build_snapshot(
     previous: Snapshot | None = None,
     *,
     decode: bool = True,
+    decoded: Mapping[str, Entry] | None = None,
 ) -> Snapshot:
     """A snapshot from a full load (key, value, mod_revision) at ``revision``, every new value
     decoded (``decode``) so bad ones are known before it is served.
 
     Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
-    rebuild decodes only what changed and holds one copy of what did not.
+    rebuild decodes only what changed and holds one copy of what did not; then those of
+    ``decoded`` (built while the load was still reading pages, see ``PageDecoder``).
     """
     old = previous.entries if previous is not None else None
+    ready = decoded if decoded is not None else {}
     entries: dict[str, Entry] = {}
     with gc_paused():
         for key, raw, mod_revision in kvs:
             before = old.get_fast(key) if old is not None else None
+            if before is None or before.mod_revision != mod_revision or before.raw != raw:
+                before = ready.get(key)
             if before is not None and before.mod_revision == mod_revision and before.raw == raw:
                 # Reused as it is: a watch entry the validator has not reached yet stays queued
                 # there (a rebuild after a burst does not decode the burst on its own time).
@@ -362,6 +367,27 @@ def build_snapshot(
                     entry.decode()
     odd = frozenset(key for key, entry in entries.items() if _is_odd(entry))
     return Snapshot(layout, revision, Overlay(entries), odd_keys=odd)
+
+
+class PageDecoder:
+    """Decodes a load's pages as they arrive (``load_prefix``'s ``on_kvs``), while the next
+    page is fetched: the values ``previous`` already holds (same bytes, same mod revision) are
+    skipped, so a rebuild decodes only what changed. ``build_snapshot`` takes ``entries``."""
+
+    def __init__(self, layout: KeyLayout, previous: Snapshot | None) -> None:
+        self.layout = layout
+        self.previous = previous.entries if previous is not None else None
+        self.entries: dict[str, Entry] = {}
+
+    def __call__(self, page: Iterable[tuple[str, bytes, int]]) -> None:
+        old, layout, entries = self.previous, self.layout, self.entries
+        with gc_paused():
+            for key, raw, mod_revision in page:
+                before = old.get_fast(key) if old is not None else None
+                if before is not None and before.mod_revision == mod_revision and before.raw == raw:
+                    continue
+                entry = entries[key] = make_entry(layout, key, raw, mod_revision)
+                entry.decode()
 
 
 @dataclass(frozen=True, slots=True)

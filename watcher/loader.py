@@ -5,11 +5,14 @@ snapshot never mixes revisions (PD's legacy loader reads each page at the latest
 If R is compacted mid-load (gRPC OUT_OF_RANGE) the load starts over at a fresh revision.
 Pages are large (5000 keys by default) because every page costs the server a fixed overhead
 on top of its keys, so fewer, larger pages load a big prefix faster (see bench/README.md).
+A caller that works on each page (``on_kvs``: the replica decodes it) gets the next page
+fetched meanwhile, so etcd serves page n+1 while page n is decoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -73,11 +76,14 @@ def load_prefix(
     max_restarts: int = 10,
     at_revision: int | None = None,
     on_page: Callable[[int, int], None] | None = None,
+    on_kvs: Callable[[Sequence[tuple[str, bytes, int]]], None] | None = None,
 ) -> LoadedPrefix:
     """Read every key under ``prefix`` at one revision (see module doc).
 
     With ``at_revision`` every page is read at that revision and compaction is not retried
-    (the caller asked for that revision only): gRPC OUT_OF_RANGE propagates.
+    (the caller asked for that revision only): gRPC OUT_OF_RANGE propagates. ``on_kvs`` is
+    called with each page's ``(key, value, mod_revision)`` while the next page is fetched; a
+    load that starts over calls it again from the first page.
     """
     start = prefix.encode()
     end = etcd_utils.prefix_range_end(start)
@@ -93,6 +99,7 @@ def load_prefix(
                 restarts=restarts,
                 at_revision=at_revision,
                 on_page=on_page,
+                on_kvs=on_kvs,
             )
         except grpc.RpcError as exc:
             if (
@@ -114,6 +121,7 @@ def _load_once(
     restarts: list[str],
     at_revision: int | None,
     on_page: Callable[[int, int], None] | None,
+    on_kvs: Callable[[Sequence[tuple[str, bytes, int]]], None] | None,
 ) -> LoadedPrefix:
     pinned = {} if at_revision is None else {"revision": at_revision}
     first = call_with_retry(
@@ -124,20 +132,39 @@ def _load_once(
     revision = at_revision if at_revision is not None else int(first.header.revision)
     kvs: list[tuple[str, bytes, int]] = []
     response, pages = first, 1
-    while True:
-        for kv in response.kvs:
-            kvs.append((kv.key.decode("utf-8", "surrogateescape"), kv.value, kv.mod_revision))
-        if on_page is not None:
-            on_page(pages, len(kvs))
-        if not response.more or not response.kvs:
-            break
-        next_start = response.kvs[-1].key + b"\0"
-        pages += 1
-        response = call_with_retry(
-            partial(_range, client, next_start, end, limit=page_size, revision=revision),
-            deadline=deadline,
-            what=f"load page {pages} at revision {revision}",
-        )
+    # One fetcher thread, only when there is per-page work to overlap with.
+    pool = ThreadPoolExecutor(1, "rmwatch-load") if on_kvs is not None else None
+    try:
+        while True:
+            more = bool(response.more and response.kvs)
+            fetch: Callable[[], Any] | None = None
+            pending: Future[Any] | None = None
+            if more:
+                fetch = partial(
+                    call_with_retry,
+                    partial(_range, client, response.kvs[-1].key + b"\0", end,
+                            limit=page_size, revision=revision),
+                    deadline=deadline,
+                    what=f"load page {pages + 1} at revision {revision}",
+                )  # fmt: skip
+                if pool is not None:
+                    pending = pool.submit(fetch)
+            page = [
+                (kv.key.decode("utf-8", "surrogateescape"), kv.value, kv.mod_revision)
+                for kv in response.kvs
+            ]
+            kvs.extend(page)
+            if on_kvs is not None:
+                on_kvs(page)
+            if on_page is not None:
+                on_page(pages, len(kvs))
+            if fetch is None:
+                break
+            pages += 1
+            response = pending.result() if pending is not None else fetch()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return LoadedPrefix(revision, kvs, pages, list(restarts))
 
 

@@ -25,7 +25,14 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponent
 from rmwatch._logging import get_logger
 from rmwatch.store.etcd import EtcdClient, mark_endpoint_failed
 from rmwatch.store.etcd.watch import WatchSession
-from rmwatch.watcher.cache import RawChange, Snapshot, apply_changes, build_snapshot, diff_snapshots
+from rmwatch.watcher.cache import (
+    PageDecoder,
+    RawChange,
+    Snapshot,
+    apply_changes,
+    build_snapshot,
+    diff_snapshots,
+)
 from rmwatch.watcher.failures import StreamLostError, describe, retryable
 from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.listeners import ChangeBatch, Listeners
@@ -176,7 +183,12 @@ class SyncWorker:
                 event="rebuild_started",
             )
         started = time.monotonic()
-        loaded = load_prefix(self._client, self._prefix, page_size=self._options.page_size)
+        # Pages are decoded as they arrive, against the snapshot served now: a value it holds
+        # unchanged is not decoded again (build_snapshot reuses it under the lock below).
+        pages = PageDecoder(self._options.layout, self._published.current)
+        loaded = load_prefix(
+            self._client, self._prefix, page_size=self._options.page_size, on_kvs=pages
+        )
         for reason in loaded.restarts:
             _log.warning("load_restarted", reason=reason)
         with self._published.apply_lock:
@@ -187,7 +199,8 @@ class SyncWorker:
                 raise StreamLostError(
                     f"snapshot at {loaded.revision} is older than applied {old.revision}"
                 )
-            new = build_snapshot(self._options.layout, loaded.revision, loaded.kvs, previous=old)
+            new = build_snapshot(self._options.layout, loaded.revision, loaded.kvs, previous=old,
+                                 decoded=pages.entries)  # fmt: skip
             events = [] if old is None else diff_snapshots(old, new)
             self._published.swap(new)
             ticket = self._listeners.reserve()  # in publish order (see Listeners.reserve)
