@@ -12,7 +12,7 @@ from harness import make_client, put_group
 from rmwatch.store.etcd import EtcdClient, connect
 from rmwatch.store.etcd.config import EtcdConfig
 from rmwatch.store.keys import KeyLayout
-from rmwatch.watcher.cache import PageDecoder, build_snapshot
+from rmwatch.watcher.cache import PageDecoder
 from rmwatch.watcher.loader import load_prefix
 
 
@@ -50,17 +50,18 @@ class TestPagesOverlap:
         pages: list[list[str]] = []
         overlapped: list[bool] = []
 
-        def on_kvs(page: Sequence[tuple[str, bytes, int]]) -> None:
+        def on_kvs(number: int, page: Sequence[tuple[str, bytes, int]]) -> None:
+            assert number == len(pages) + 1
             client.called.clear()
             # The fetch of the next page runs on its own thread: it lands while we wait here.
             overlapped.append(client.called.wait(5))
             pages.append([key for key, _, _ in page])
 
         loaded = load_prefix(cast(EtcdClient, client), layout.prefix, page_size=2, on_kvs=on_kvs)
-        keys = [key for key, _, _ in loaded.kvs]
-        assert [key for page in pages for key in page] == keys
+        keys = [key for page in pages for key in page]
         assert keys == sorted(keys)
-        assert len(keys) == 7
+        assert keys == [layout.settings(f"g{i}") for i in range(7)]
+        assert (loaded.count, loaded.kvs) == (7, [])
         assert [len(p) for p in pages] == [2, 2, 2, 1]
         assert overlapped == [True, True, True, False]  # the last page has no successor
         assert loaded.pages == 4
@@ -70,8 +71,9 @@ class TestPagesOverlap:
 
 class TestPageDecoder:
     def test_a_rebuild_decodes_only_what_changed(self, etcd_endpoints: list[str]) -> None:
-        """Decoding pages against the served snapshot skips the values it holds unchanged, and
-        the snapshot built from the load keeps those very entries."""
+        """Decoding pages against the served snapshot keeps the entries of the values it holds
+        unchanged (not decoded again, not held twice) and decodes the changed one; the load
+        keeps no second list of the pages."""
         layout = KeyLayout("/redecode/")
         writer = make_client(etcd_endpoints)
         for i in range(6):
@@ -79,17 +81,19 @@ class TestPageDecoder:
         client = connect(EtcdConfig(endpoints=tuple(etcd_endpoints)))
         first = PageDecoder(layout, None)
         loaded = load_prefix(client, layout.prefix, page_size=4, on_kvs=first)
-        assert len(first.entries) == 6
-        old = build_snapshot(layout, loaded.revision, loaded.kvs, decoded=first.entries)
-        assert all(old.entries[k] is e for k, e in first.entries.items())
+        assert (loaded.count, loaded.kvs, loaded.pages) == (6, [], 2)
+        old = first.snapshot(loaded.revision)
+        assert all(entry.decoded for entry in old.entries.values())
 
         put_group(writer, layout, "g2", priority=5)
         again = PageDecoder(layout, old)
         loaded = load_prefix(client, layout.prefix, page_size=4, on_kvs=again)
-        assert set(again.entries) == {layout.settings("g2")}
-        new = build_snapshot(layout, loaded.revision, loaded.kvs, old, decoded=again.entries)
+        new = again.snapshot(loaded.revision)
+        changed = layout.settings("g2")
+        for key, entry in new.entries.items():
+            assert (entry is old.entries[key]) is (key != changed), key
         group = new.get_group("g2")
         assert group is not None
         assert group.priority == 5
-        assert new.entries[layout.settings("g0")] is old.entries[layout.settings("g0")]
+        assert new.revision == loaded.revision > old.revision
         writer.close()

@@ -20,7 +20,7 @@ from harness import (
 from rmwatch.errors import NotReadyError, RevisionTimeoutError
 from rmwatch.store.etcd import connect
 from rmwatch.store.keys import KeyLayout
-from rmwatch.watcher.cache import ChangeEvent, Snapshot, build_snapshot
+from rmwatch.watcher.cache import ChangeEvent, PageDecoder, Snapshot
 from rmwatch.watcher.replica import Replica
 
 
@@ -185,21 +185,21 @@ class TestMonotonic:
         a reader sees only goes up, and the asked-for revision is reached after the rebuild."""
         layout = KeyLayout(root_prefix)
         put_group(etcd_client, layout, "g1", 1)
-        real_build = build_snapshot
+        real_build = PageDecoder.snapshot
         armed = threading.Event()
         building = threading.Event()
         release = threading.Event()
         built: list[int] = []
 
-        def slow_build(*args: Any, **kwargs: Any) -> Any:
-            snap = real_build(*args, **kwargs)
+        def slow_build(pages: PageDecoder, revision: int) -> Snapshot:
+            snap = real_build(pages, revision)
             if armed.is_set():
                 built.append(snap.revision)
                 building.set()
                 release.wait(10)  # a rebuild of a large prefix takes this long for real
             return snap
 
-        monkeypatch.setattr("rmwatch.watcher.sync.build_snapshot", slow_build)
+        monkeypatch.setattr(PageDecoder, "snapshot", slow_build)
         with Replica(endpoints=etcd_endpoints, root_prefix=root_prefix) as replica:
             replica.wait_ready(10)
             jobs = replica._jobs

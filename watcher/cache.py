@@ -14,7 +14,7 @@ a reader that gets there first decodes on the spot. Either way a bad value is ne
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -340,23 +340,19 @@ def build_snapshot(
     previous: Snapshot | None = None,
     *,
     decode: bool = True,
-    decoded: Mapping[str, Entry] | None = None,
 ) -> Snapshot:
     """A snapshot from a full load (key, value, mod_revision) at ``revision``, every new value
     decoded (``decode``) so bad ones are known before it is served.
 
     Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
-    rebuild decodes only what changed and holds one copy of what did not; then those of
-    ``decoded`` (built while the load was still reading pages, see ``PageDecoder``).
+    rebuild decodes only what changed and holds one copy of what did not (``PageDecoder`` does
+    the same page by page, during the load).
     """
     old = previous.entries if previous is not None else None
-    ready = decoded if decoded is not None else {}
     entries: dict[str, Entry] = {}
     with gc_paused():
         for key, raw, mod_revision in kvs:
             before = old.get_fast(key) if old is not None else None
-            if before is None or before.mod_revision != mod_revision or before.raw != raw:
-                before = ready.get(key)
             if before is not None and before.mod_revision == mod_revision and before.raw == raw:
                 # Reused as it is: a watch entry the validator has not reached yet stays queued
                 # there (a rebuild after a burst does not decode the burst on its own time).
@@ -365,29 +361,45 @@ def build_snapshot(
                 entry = entries[key] = make_entry(layout, key, raw, mod_revision)
                 if decode:
                     entry.decode()
+    return snapshot_of(layout, revision, entries)
+
+
+def snapshot_of(layout: KeyLayout, revision: int, entries: dict[str, Entry]) -> Snapshot:
+    """The snapshot at ``revision`` holding ``entries`` (which it takes over: never change them
+    afterwards)."""
     odd = frozenset(key for key, entry in entries.items() if _is_odd(entry))
     return Snapshot(layout, revision, Overlay(entries), odd_keys=odd)
 
 
 class PageDecoder:
-    """Decodes a load's pages as they arrive (``load_prefix``'s ``on_kvs``), while the next
-    page is fetched: the values ``previous`` already holds (same bytes, same mod revision) are
-    skipped, so a rebuild decodes only what changed. ``build_snapshot`` takes ``entries``."""
+    """Turns a load's pages into entries as they arrive (``load_prefix``'s ``on_kvs``), while
+    the next page is fetched: a value ``previous`` holds with the same bytes and mod revision
+    keeps its entry (a rebuild decodes only what changed, and holds no second copy of what did
+    not); any other is decoded now. ``snapshot`` makes the loaded snapshot of ``entries``."""
 
     def __init__(self, layout: KeyLayout, previous: Snapshot | None) -> None:
         self.layout = layout
         self.previous = previous.entries if previous is not None else None
         self.entries: dict[str, Entry] = {}
 
-    def __call__(self, page: Iterable[tuple[str, bytes, int]]) -> None:
+    def __call__(self, number: int, page: Iterable[tuple[str, bytes, int]]) -> None:
+        if number == 1:
+            # The load (re)starts: a restarted load's earlier pages were at another revision
+            # and may hold keys deleted since.
+            self.entries = {}
         old, layout, entries = self.previous, self.layout, self.entries
         with gc_paused():
             for key, raw, mod_revision in page:
                 before = old.get_fast(key) if old is not None else None
                 if before is not None and before.mod_revision == mod_revision and before.raw == raw:
-                    continue
-                entry = entries[key] = make_entry(layout, key, raw, mod_revision)
-                entry.decode()
+                    entries[key] = before
+                else:
+                    entry = entries[key] = make_entry(layout, key, raw, mod_revision)
+                    entry.decode()
+
+    def snapshot(self, revision: int) -> Snapshot:
+        """The snapshot at ``revision`` of every entry the pages gave (call once, at the end)."""
+        return snapshot_of(self.layout, revision, self.entries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,15 @@ DEFAULT_PAGE_SIZE = 5000
 
 @dataclass(frozen=True)
 class LoadedPrefix:
-    """Every key under a prefix at ``revision``; ``restarts`` lists why earlier tries restarted."""
+    """Every key under a prefix at ``revision`` (``kvs``: empty when the pages went to an
+    ``on_kvs`` consumer, which keeps what it needs); ``restarts`` lists why earlier tries
+    restarted."""
 
     revision: int
     kvs: list[tuple[str, bytes, int]]
     pages: int
     restarts: list[str] = field(default_factory=list)
+    count: int = 0  # keys loaded, with or without ``kvs``
 
 
 @dataclass(frozen=True)
@@ -76,14 +79,16 @@ def load_prefix(
     max_restarts: int = 10,
     at_revision: int | None = None,
     on_page: Callable[[int, int], None] | None = None,
-    on_kvs: Callable[[Sequence[tuple[str, bytes, int]]], None] | None = None,
+    on_kvs: Callable[[int, Sequence[tuple[str, bytes, int]]], None] | None = None,
 ) -> LoadedPrefix:
     """Read every key under ``prefix`` at one revision (see module doc).
 
     With ``at_revision`` every page is read at that revision and compaction is not retried
     (the caller asked for that revision only): gRPC OUT_OF_RANGE propagates. ``on_kvs`` is
-    called with each page's ``(key, value, mod_revision)`` while the next page is fetched; a
-    load that starts over calls it again from the first page.
+    called with each page's number (from 1) and ``(key, value, mod_revision)`` while the next
+    page is fetched, and the pages are not also kept in ``kvs`` (a rebuild would hold every
+    value twice); a load that starts over calls it again with page 1, after which the
+    consumer must forget the pages of the try that was abandoned.
     """
     start = prefix.encode()
     end = etcd_utils.prefix_range_end(start)
@@ -121,7 +126,7 @@ def _load_once(
     restarts: list[str],
     at_revision: int | None,
     on_page: Callable[[int, int], None] | None,
-    on_kvs: Callable[[Sequence[tuple[str, bytes, int]]], None] | None,
+    on_kvs: Callable[[int, Sequence[tuple[str, bytes, int]]], None] | None,
 ) -> LoadedPrefix:
     pinned = {} if at_revision is None else {"revision": at_revision}
     first = call_with_retry(
@@ -131,6 +136,7 @@ def _load_once(
     )
     revision = at_revision if at_revision is not None else int(first.header.revision)
     kvs: list[tuple[str, bytes, int]] = []
+    count = 0
     response, pages = first, 1
     # One fetcher thread, only when there is per-page work to overlap with.
     pool = ThreadPoolExecutor(1, "rmwatch-load") if on_kvs is not None else None
@@ -153,11 +159,13 @@ def _load_once(
                 (kv.key.decode("utf-8", "surrogateescape"), kv.value, kv.mod_revision)
                 for kv in response.kvs
             ]
-            kvs.extend(page)
+            count += len(page)
             if on_kvs is not None:
-                on_kvs(page)
+                on_kvs(pages, page)
+            else:
+                kvs.extend(page)
             if on_page is not None:
-                on_page(pages, len(kvs))
+                on_page(pages, count)
             if fetch is None:
                 break
             pages += 1
@@ -165,7 +173,7 @@ def _load_once(
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-    return LoadedPrefix(revision, kvs, pages, list(restarts))
+    return LoadedPrefix(revision, kvs, pages, list(restarts), count)
 
 
 def store_mark(client: EtcdClient, prefix: str, *, deadline: float = 10.0) -> StoreMark:

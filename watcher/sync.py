@@ -30,7 +30,6 @@ from rmwatch.watcher.cache import (
     RawChange,
     Snapshot,
     apply_changes,
-    build_snapshot,
     diff_snapshots,
 )
 from rmwatch.watcher.failures import StreamLostError, describe, retryable
@@ -184,7 +183,7 @@ class SyncWorker:
             )
         started = time.monotonic()
         # Pages are decoded as they arrive, against the snapshot served now: a value it holds
-        # unchanged is not decoded again (build_snapshot reuses it under the lock below).
+        # unchanged keeps its entry, not decoded again and not held twice.
         pages = PageDecoder(self._options.layout, self._published.current)
         loaded = load_prefix(
             self._client, self._prefix, page_size=self._options.page_size, on_kvs=pages
@@ -199,8 +198,7 @@ class SyncWorker:
                 raise StreamLostError(
                     f"snapshot at {loaded.revision} is older than applied {old.revision}"
                 )
-            new = build_snapshot(self._options.layout, loaded.revision, loaded.kvs, previous=old,
-                                 decoded=pages.entries)  # fmt: skip
+            new = pages.snapshot(loaded.revision)
             events = [] if old is None else diff_snapshots(old, new)
             self._published.swap(new)
             ticket = self._listeners.reserve()  # in publish order (see Listeners.reserve)
@@ -218,7 +216,7 @@ class SyncWorker:
 
     def _record_load(self, loaded: LoadedPrefix, new: Snapshot, changes: int) -> None:
         detail = {
-            "keys": len(loaded.kvs),
+            "keys": loaded.count,
             "pages": loaded.pages,
             "changes": changes,
             "restarts": len(loaded.restarts),
@@ -241,7 +239,7 @@ class SyncWorker:
             return
         self._sm.move(
             ReplicaState.CATCHING_UP,
-            f"snapshot loaded at {new.revision}: {len(loaded.kvs)} keys in {loaded.pages} pages"
+            f"snapshot loaded at {new.revision}: {loaded.count} keys in {loaded.pages} pages"
             f"{restarted}",
             applied_revision=new.revision,
             event="snapshot_loaded",
