@@ -195,6 +195,9 @@ class KeyLayout:
         if not text.startswith(self._prefix):
             raise InvalidKeyError(text, f"not under prefix {self._prefix!r}")
         rest = text[len(self._prefix) :]
+        if rest.startswith("settings/") and len(rest) > 9:
+            # The legacy settings key, most keys by far: the loop below, without the loop.
+            return ParsedKey(KeyKind.SETTINGS, NULL_KEYSPACE_ID, rest[9:])
         if rest == "controller":
             return ParsedKey(KeyKind.CONTROLLER)
         for head, kind in (("settings/", KeyKind.SETTINGS), ("states/", KeyKind.STATES)):
