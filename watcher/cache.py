@@ -345,23 +345,12 @@ def build_snapshot(
     decoded (``decode``) so bad ones are known before it is served.
 
     Entries of ``previous`` with the same bytes at the same mod revision are reused, so a
-    rebuild decodes only what changed and holds one copy of what did not (``PageDecoder`` does
-    the same page by page, during the load).
+    rebuild decodes only what changed and holds one copy of what did not (``PageDecoder``,
+    here given every key as one page).
     """
-    old = previous.entries if previous is not None else None
-    entries: dict[str, Entry] = {}
-    with gc_paused():
-        for key, raw, mod_revision in kvs:
-            before = old.get_fast(key) if old is not None else None
-            if before is not None and before.mod_revision == mod_revision and before.raw == raw:
-                # Reused as it is: a watch entry the validator has not reached yet stays queued
-                # there (a rebuild after a burst does not decode the burst on its own time).
-                entries[key] = before
-            else:
-                entry = entries[key] = make_entry(layout, key, raw, mod_revision)
-                if decode:
-                    entry.decode()
-    return snapshot_of(layout, revision, entries)
+    pages = PageDecoder(layout, previous, decode=decode)
+    pages(1, kvs)
+    return pages.snapshot(revision)
 
 
 def snapshot_of(layout: KeyLayout, revision: int, entries: dict[str, Entry]) -> Snapshot:
@@ -375,11 +364,16 @@ class PageDecoder:
     """Turns a load's pages into entries as they arrive (``load_prefix``'s ``on_kvs``), while
     the next page is fetched: a value ``previous`` holds with the same bytes and mod revision
     keeps its entry (a rebuild decodes only what changed, and holds no second copy of what did
-    not); any other is decoded now. ``snapshot`` makes the loaded snapshot of ``entries``."""
+    not); any other is decoded now (unless ``decode`` is False). Reused as it is, a watch entry
+    the validator has not reached yet stays queued there (a rebuild after a burst does not
+    decode the burst on its own time). ``snapshot`` makes the loaded snapshot of ``entries``."""
 
-    def __init__(self, layout: KeyLayout, previous: Snapshot | None) -> None:
+    def __init__(
+        self, layout: KeyLayout, previous: Snapshot | None, *, decode: bool = True
+    ) -> None:
         self.layout = layout
         self.previous = previous.entries if previous is not None else None
+        self.decode = decode
         self.entries: dict[str, Entry] = {}
 
     def __call__(self, number: int, page: Iterable[tuple[str, bytes, int]]) -> None:
@@ -387,7 +381,7 @@ class PageDecoder:
             # The load (re)starts: a restarted load's earlier pages were at another revision
             # and may hold keys deleted since.
             self.entries = {}
-        old, layout, entries = self.previous, self.layout, self.entries
+        old, layout, entries, decode = self.previous, self.layout, self.entries, self.decode
         with gc_paused():
             for key, raw, mod_revision in page:
                 before = old.get_fast(key) if old is not None else None
@@ -395,7 +389,8 @@ class PageDecoder:
                     entries[key] = before
                 else:
                     entry = entries[key] = make_entry(layout, key, raw, mod_revision)
-                    entry.decode()
+                    if decode:
+                        entry.decode()
 
     def snapshot(self, revision: int) -> Snapshot:
         """The snapshot at ``revision`` of every entry the pages gave (call once, at the end)."""
