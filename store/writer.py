@@ -40,8 +40,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
+from pyetcd import exceptions as etcd_exc
 from pyetcd.utils import prefix_range_end
 
 from rmwatch._logging import get_logger
@@ -68,6 +70,7 @@ from rmwatch.store.etcd import (
     TxnResult,
     call_with_retry,
     connect,
+    describe,
     is_transient,
     txn,
 )
@@ -470,10 +473,17 @@ class Writer:
             raise
         except Exception as exc:
             refusal = etcd_refusal(exc, op=op)
-            if refusal is None:
-                raise
-            outcome = "etcd_refused"
-            raise refusal from exc
+            if refusal is not None:
+                outcome = "etcd_refused"
+                raise refusal from exc
+            if isinstance(exc, grpc.RpcError | etcd_exc.Etcd3Exception):
+                # An etcd failure nothing above names: typed, never the client's raw error.
+                outcome = "unavailable"
+                raise EtcdUnavailableError(
+                    f"{op} on {key}: etcd failed ({describe(exc)}); the write may or may not "
+                    "have applied"
+                ) from exc
+            raise
         finally:
             elapsed = time.monotonic() - started
             self._counted(op, outcome, elapsed)

@@ -1,6 +1,7 @@
 """etcd faults under continuous writes and reads, checked by the history checker: member
 SIGKILL + restart (in a cluster, and the only member), SIGSTOP of a member, the raft leader
-killed, and the network cut / delayed / half-open through TCP proxies."""
+killed, and the network cut / delayed / half-open through TCP proxies; and a lost quorum (a
+real "no leader"), where writes must fail typed and bounded."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pytest
-from harness import EtcdCluster, EtcdMember, TcpProxy
+from harness import EtcdCluster, EtcdMember, TcpProxy, member_status, wait_until
 from history.workload import TTL, LibWriter, Sampler, Scenario, WriteLoad, causes, running
+
+from rmwatch.errors import EtcdRefusedError, EtcdUnavailableError
+from rmwatch.store import EtcdConfig, KeyLayout, ResourceGroup, Writer
+from rmwatch.watcher import Replica
 
 ROOT = "/faults/"
 
@@ -138,3 +143,57 @@ def test_network_cut_delay_and_half_open(etcd_cluster: EtcdCluster) -> None:
             for p in proxies:
                 p.restore()
             _more_acks(load, timeout=TTL + 10)
+
+
+@pytest.mark.cluster
+def test_quorum_lost_writes_fail_typed_and_bounded_then_resume(etcd_cluster: EtcdCluster) -> None:
+    """Two of three members die, so the survivor has no leader (a real "no leader", not a
+    synthetic gRPC error): a write through it fails with a typed error (etcd's refusal named,
+    or EtcdUnavailableError) within the writer's deadline plus one etcd request timeout, never
+    a hang, and a replica on the survivor keeps answering from its snapshot. Once the members
+    are back, the same write commits and the replica shows it."""
+    survivor, *others = etcd_cluster.members
+    layout = KeyLayout(ROOT)
+    writer = Writer(etcd=EtcdConfig(endpoints=(survivor.endpoint,)), layout=layout, timeout=3.0)
+    with Replica(endpoints=[survivor.endpoint], root_prefix=ROOT) as replica:
+        replica.wait_ready(10)
+        before = replica.revision
+        try:
+            for member in others:
+                member.kill()
+            wait_until(lambda: _sees_no_leader(survivor), 15, "the survivor losing its leader")
+            started = time.monotonic()
+            with pytest.raises((EtcdRefusedError, EtcdUnavailableError)) as info:
+                writer.add_group(ResourceGroup(name="g1"))
+            # etcd 3.5 answers a proposal without a leader after its request timeout (5 s plus
+            # two election timeouts); the writer's own deadline is 3 s.
+            assert time.monotonic() - started < 3.0 + 8.0, info.value
+            if isinstance(info.value, EtcdRefusedError):
+                assert info.value.status == 503, info.value
+            assert replica.get_group("default", min_revision=before).value is not None
+            for member in others:
+                member.restart()
+            etcd_cluster.wait_leader(timeout=20)
+            revision = _write_when_possible(writer, ResourceGroup(name="g1"), timeout=20)
+            found = replica.get_group("g1", min_revision=revision, timeout=20).value
+            assert found is not None
+            assert found.name == "g1"
+        finally:
+            writer.close()
+
+
+def _sees_no_leader(member: EtcdMember) -> bool:
+    try:
+        return member_status(member)[1] == 0
+    except Exception:  # a member mid-election may not answer the probe
+        return False
+
+
+def _write_when_possible(writer: Writer, group: ResourceGroup, *, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return writer.add_group(group)
+        except (EtcdRefusedError, EtcdUnavailableError):
+            assert time.monotonic() < deadline, "writes did not resume after the quorum returned"
+            time.sleep(0.2)

@@ -25,7 +25,7 @@ from rmwatch.store.etcd.client import (
 )
 from rmwatch.store.etcd.config import EtcdConfig
 from rmwatch.store.etcd.lease import grant_lease, keepalive_once, revoke_lease
-from rmwatch.store.etcd.retry import call_with_retry, is_transient
+from rmwatch.store.etcd.retry import call_with_retry, describe, is_transient
 from rmwatch.store.etcd.watch import WatchSession
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "WatchSession",
     "call_with_retry",
     "connect",
+    "describe",
     "grant_lease",
     "is_transient",
     "keepalive_once",

@@ -36,8 +36,20 @@ def is_transient(exc: BaseException) -> bool:
     ):
         return True
     if isinstance(exc, grpc.RpcError):
-        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            return True
+        # etcd answers an error it has no gRPC code for as UNKNOWN with its text
+        # (server/etcdserver/api/v3rpc/util.go, togRPCError): a request whose context ran out
+        # inside etcd, e.g. a proposal waiting for a leader that never came, arrives as
+        # UNKNOWN "context deadline exceeded" (seen with 2 of 3 members down).
+        return code == grpc.StatusCode.UNKNOWN and any(
+            text in str(exc.details()) for text in _CONTEXT_ERRORS
+        )
     return False
+
+
+_CONTEXT_ERRORS = ("context deadline exceeded", "context canceled")
 
 
 def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
