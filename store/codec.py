@@ -28,8 +28,8 @@ from rmwatch.store.models import (
     ResourceGroup,
     ServiceLimit,
 )
-from rmwatch.store.settings_decode import InvalidGroupError, check_group_message
-from rmwatch.store.stored_group import StoredGroup
+from rmwatch.store.settings_decode import InvalidGroupError
+from rmwatch.store.stored_group import StoredGroup, checked_group
 
 Value = ResourceGroup | GroupStates | ControllerConfig | ServiceLimit
 """What a metadata key decodes to."""
@@ -248,13 +248,10 @@ def decode_stored_group(key: str, data: bytes) -> StoredGroup:
         wrong = _known_in_unknown(pb.ResourceGroup.FromString(data))
         if wrong:
             raise DecodeError(key, f"not a ResourceGroup protobuf: {wrong}")
-    wire = bytes(data)  # no copy when ``data`` is bytes
     try:
-        mode, keyspace_id, identity = check_group_message(msg, wire)
+        return checked_group(msg, bytes(data))  # no copy when ``data`` is bytes
     except InvalidGroupError as exc:
         raise DecodeError(key, str(exc)) from None
-    return StoredGroup(msg.name, mode, msg.priority, wire, keyspace_id=keyspace_id,
-                       identity=identity)  # fmt: skip
 
 
 def stored_group(group: ResourceGroup) -> StoredGroup:

@@ -41,7 +41,6 @@ __all__ = [
     "InvalidGroupError",
     "check_group_message",
     "group_from_checked",
-    "group_from_message",
 ]
 
 
@@ -249,11 +248,3 @@ def group_from_checked(
             KeyspaceIdentity, {"namespace_id": identity[0], "keyspace_id": identity[1]}
         )
     return construct_trusted(ResourceGroup, fields, private={"_wire": wire, "_identity": v3})
-
-
-def group_from_message(msg: pb.ResourceGroup, wire: bytes | None) -> ResourceGroup:
-    """The ``ResourceGroup`` model of a parsed message, remembering ``wire`` as its encoding.
-
-    Raises InvalidGroupError for a value PD refuses (see ``check_group_message``).
-    """
-    return group_from_checked(msg, wire, *check_group_message(msg, wire))

@@ -28,7 +28,7 @@ from rmwatch.store.models import (
 )
 from rmwatch.store.settings_decode import check_group_message, group_from_checked
 
-__all__ = ["StoredGroup", "stored_group_from_wire"]
+__all__ = ["StoredGroup", "checked_group"]
 
 
 class StoredGroup:
@@ -175,16 +175,15 @@ class StoredGroup:
         return (_from_pickle, (self._wire, self._keyspace_id))
 
 
-def stored_group_from_wire(wire: bytes) -> StoredGroup:
-    """Parse and check a stored value; raises InvalidGroupError for one PD would refuse and
-    protobuf's DecodeError (or ValueError) for bytes that do not parse. Unknown fields are the
+def checked_group(msg: pb.ResourceGroup, wire: bytes) -> StoredGroup:
+    """The stored form of ``msg``, parsed from ``wire``, after PD's checks
+    (``check_group_message``; InvalidGroupError for a value PD refuses). Unknown fields are the
     caller's to check (``rmwatch.store.codec``)."""
-    msg = pb.ResourceGroup.FromString(wire)
     mode, keyspace_id, identity = check_group_message(msg, wire)
     return StoredGroup(msg.name, mode, msg.priority, wire, keyspace_id=keyspace_id,
                        identity=identity)  # fmt: skip
 
 
 def _from_pickle(wire: bytes, keyspace_id: int | None) -> StoredGroup:
-    stored = stored_group_from_wire(wire)
+    stored = checked_group(pb.ResourceGroup.FromString(wire), wire)
     return stored if stored.keyspace_id == keyspace_id else stored.in_keyspace(keyspace_id)
