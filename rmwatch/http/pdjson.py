@@ -86,15 +86,23 @@ def _state(tokens: float, state: TokenState | None) -> dict[str, Any]:
     return out
 
 
-def _bucket(bucket: TokenBucket | None, state: TokenState | None) -> dict[str, Any]:
+def _bucket(limits: dict[str, Any] | None, tokens: float, state: TokenState | None
+            ) -> dict[str, Any]:  # fmt: skip
     # PD: token_buckets.go:409-423: without settings the bucket is empty (its tokens dropped).
+    # ``limits``: the bucket's settings as a dict (None when it has none), from either form.
     out: dict[str, Any] = {}
-    tokens = 0.0
-    if bucket is not None and bucket.settings is not None:
-        out["settings"] = omit_zero(bucket.settings.model_dump(mode="json"))
-        tokens = bucket.tokens
+    if limits is None:
+        tokens = 0.0
+    else:
+        out["settings"] = omit_zero(limits)
     out["state"] = _state(tokens, state)
     return out
+
+
+def _model_bucket(bucket: TokenBucket | None, state: TokenState | None) -> dict[str, Any]:
+    if bucket is None or bucket.settings is None:
+        return _bucket(None, 0.0, state)
+    return _bucket(bucket.settings.model_dump(mode="json"), bucket.tokens, state)
 
 
 def consumption_json(consumption: Consumption) -> dict[str, Any]:
@@ -132,7 +140,7 @@ def group_json(
         settings = group.r_u_settings
         bucket = settings.r_u if settings is not None else None
         ru_state = states.r_u if states is not None else None
-        out["r_u_settings"] = {"r_u": _bucket(bucket, ru_state)}
+        out["r_u_settings"] = {"r_u": _model_bucket(bucket, ru_state)}
     out["priority"] = group.priority
     if group.runaway_settings is not None:
         out["runaway_settings"] = omit_zero(group.runaway_settings.model_dump(mode="json"))
@@ -150,16 +158,12 @@ def group_json(
 
 
 def _bucket_pb(bucket: Any, state: TokenState | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    tokens = 0.0
-    if bucket is not None and bucket.HasField("settings"):
-        limits = bucket.settings
-        out["settings"] = omit_zero({"fill_rate": limits.fill_rate,
-                                     "burst_limit": limits.burst_limit,
-                                     "max_tokens": limits.max_tokens})  # fmt: skip
-        tokens = bucket.tokens
-    out["state"] = _state(tokens, state)
-    return out
+    if bucket is None or not bucket.HasField("settings"):
+        return _bucket(None, 0.0, state)
+    limits = bucket.settings
+    fields = {"fill_rate": limits.fill_rate, "burst_limit": limits.burst_limit,
+              "max_tokens": limits.max_tokens}  # fmt: skip
+    return _bucket(fields, bucket.tokens, state)
 
 
 def _runaway_pb(msg: Any) -> dict[str, Any]:
