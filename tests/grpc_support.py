@@ -19,9 +19,36 @@ from prometheus_client import CollectorRegistry
 
 from rmwatch.grpc import GrpcServer, serve_replica
 from rmwatch.grpc.stubs import meta_storagepb_pb2_grpc, resource_manager_pb2_grpc
+from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.watcher.replica import Replica
 
 DEFAULT_PROGRESS = 0.3
+
+
+class FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs
+    """A gRPC error as etcd answers it (code and details), for injecting into a real client."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def pb_group(name: str, fill: int = 100) -> pb.ResourceGroup:
+    """An RU group as kvproto's message: priority 8, fill rate and burst limit ``fill``."""
+    return pb.ResourceGroup(
+        name=name,
+        mode=pb.RUMode,
+        priority=8,
+        r_u_settings=pb.GroupRequestUnitSettings(
+            r_u=pb.TokenBucket(settings=pb.TokenLimitSettings(fill_rate=fill, burst_limit=fill))
+        ),
+    )
 
 
 def rm_stub(channel: grpc.Channel) -> Any:

@@ -22,6 +22,7 @@ import pytest
 import structlog
 from fastapi.testclient import TestClient
 from harness import EtcdMember, free_port
+from process_support import stop_process
 from pydantic import SecretStr
 from pyetcd import etcdrpc
 from pyetcd.etcdrpc import auth_pb2
@@ -578,12 +579,7 @@ def test_writer_cli_over_tls_with_auth_and_bearer_token(secure: SecureEtcd) -> N
         )
         assert ok.status_code == 200, ok.text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 15)
     out = (proc.stdout.read() if proc.stdout else b"").decode()
     err = (proc.stderr.read() if proc.stderr else b"").decode()
     assert '"event": "writer_starting"' in err
@@ -746,12 +742,7 @@ def test_replica_cli_over_tls_with_auth(
         assert answer.status_code == 200, answer.text
         assert answer.json()["name"] == "cli-tls-g1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 20)
     err = (proc.stderr.read() if proc.stderr else b"").decode()
     assert '"etcd_user": "rmwatch-replica"' in err
     assert REPLICA_PW not in err

@@ -8,22 +8,11 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from grpc_support import FakeRpcError
 
 from rmwatch.errors import EtcdUnavailableError
 from rmwatch.store import EtcdClient, EtcdConfig, KeyLayout, ResourceGroup, Writer, connect
 from rmwatch.store.etcd import is_transient
-
-
-class _RpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
 
 
 class TestTransient:
@@ -42,7 +31,7 @@ class TestTransient:
         self, code: grpc.StatusCode, details: str, transient: bool
     ) -> None:
         """etcd's context errors arrive as UNKNOWN with their text; those are transient."""
-        assert is_transient(_RpcError(code, details)) is transient
+        assert is_transient(FakeRpcError(code, details)) is transient
 
 
 class _FailingTxn:
@@ -75,7 +64,7 @@ class TestWriterNeverLeaksRawErrors:
         """A write failing with a gRPC error no rule names raises EtcdUnavailableError (which
         says the outcome is unknown), with the raw error as its cause."""
         real = connect(EtcdConfig(endpoints=tuple(etcd_endpoints)))
-        boom = _RpcError(grpc.StatusCode.UNKNOWN, "an error etcd has no code for")
+        boom = FakeRpcError(grpc.StatusCode.UNKNOWN, "an error etcd has no code for")
         client = cast(EtcdClient, _FailingTxn(real, boom))
         writer = Writer(client=client, layout=KeyLayout("/typed-errors/"), timeout=2.0)
         with pytest.raises(EtcdUnavailableError, match="may or may not have applied") as info:

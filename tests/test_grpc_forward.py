@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pyetcd
 import pytest
-from grpc_support import rm_stub, trailer
+from grpc_support import pb_group, rm_stub, trailer
 from prometheus_client import CollectorRegistry
 from writer_support import WriterNode, nodes, raw_get
 
@@ -22,17 +22,6 @@ from rmwatch.grpc import GrpcServer, serve_writer
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.codec import decode_settings
 from rmwatch.store.leadership import leader_key, read_leader
-
-
-def _group(name: str, fill: int = 100) -> pb.ResourceGroup:
-    return pb.ResourceGroup(
-        name=name,
-        mode=pb.RUMode,
-        priority=8,
-        r_u_settings=pb.GroupRequestUnitSettings(
-            r_u=pb.TokenBucket(settings=pb.TokenLimitSettings(fill_rate=fill, burst_limit=fill))
-        ),
-    )
 
 
 def served_node(
@@ -86,13 +75,13 @@ class TestForward:
             with grpc.insecure_channel(to_follower.address) as channel:
                 stub = rm_stub(channel)
                 added, call = stub.AddResourceGroup.with_call(
-                    pb.PutResourceGroupRequest(group=_group("fw", 100))
+                    pb.PutResourceGroupRequest(group=pb_group("fw", 100))
                 )
                 assert added.body == "Success!"
                 key = leader.layout.settings("fw")
                 assert int(trailer(call) or 0) == raw_get(leader.client, key)[1]
                 modified, call = stub.ModifyResourceGroup.with_call(
-                    pb.PutResourceGroupRequest(group=_group("fw", 700))
+                    pb.PutResourceGroupRequest(group=pb_group("fw", 700))
                 )
                 assert modified.body == "Success!"
             value, mod = raw_get(leader.client, key)
@@ -122,7 +111,7 @@ class TestForward:
                 with grpc.insecure_channel(follower.address) as channel:
                     try:
                         rm_stub(channel).AddResourceGroup(
-                            pb.PutResourceGroupRequest(group=_group("gone")), timeout=15
+                            pb.PutResourceGroupRequest(group=pb_group("gone")), timeout=15
                         )
                     except grpc.RpcError as exc:
                         errors.append(exc)

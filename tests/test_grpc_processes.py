@@ -18,7 +18,7 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
-from grpc_support import WatchCollector, meta_stub, rm_stub, trailer
+from grpc_support import WatchCollector, meta_stub, pb_group, rm_stub, trailer
 from harness import free_ports, wait_until
 from writer_support import cluster_id_for
 
@@ -79,17 +79,6 @@ def http_ok(url: str) -> bool:
         return False
 
 
-def _group(name: str, fill: int) -> pb.ResourceGroup:
-    return pb.ResourceGroup(
-        name=name,
-        mode=pb.RUMode,
-        priority=8,
-        r_u_settings=pb.GroupRequestUnitSettings(
-            r_u=pb.TokenBucket(settings=pb.TokenLimitSettings(fill_rate=fill, burst_limit=fill))
-        ),
-    )
-
-
 @pytest.fixture
 def stack(
     etcd_endpoints: list[str], root_prefix: str, tmp_path: Path
@@ -133,11 +122,11 @@ class TestDoneWhen:
             wait_until(lambda: health_status(to_replica) == serving, 10, "replica SERVING")
             writes = rm_stub(to_writer)
             added, call = writes.AddResourceGroup.with_call(
-                pb.PutResourceGroupRequest(group=_group("e2e", 100))
+                pb.PutResourceGroupRequest(group=pb_group("e2e", 100))
             )
             assert added.body == "Success!"
             modified, call = writes.ModifyResourceGroup.with_call(
-                pb.PutResourceGroupRequest(group=_group("e2e", 200))
+                pb.PutResourceGroupRequest(group=pb_group("e2e", 200))
             )
             assert modified.body == "Success!"
             revision = int(trailer(call) or 0)
@@ -153,7 +142,7 @@ class TestDoneWhen:
             listed = reads.ListResourceGroups(pb.ListResourceGroupsRequest())
             assert {g.name for g in listed.groups} == {"default", "e2e"}
             with pytest.raises(grpc.RpcError) as refused:
-                reads.AddResourceGroup(pb.PutResourceGroupRequest(group=_group("no", 1)))
+                reads.AddResourceGroup(pb.PutResourceGroupRequest(group=pb_group("no", 1)))
             assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
             assert "must be handled by PD" in (refused.value.details() or "")
 
@@ -172,7 +161,7 @@ class TestDoneWhen:
             )
             try:
                 _, call = writes.ModifyResourceGroup.with_call(
-                    pb.PutResourceGroupRequest(group=_group("e2e", 300))
+                    pb.PutResourceGroupRequest(group=pb_group("e2e", 300))
                 )
                 next_revision = int(trailer(call) or 0)
                 watch.wait_for(lambda w: any(e[0] == next_revision for e in w.events()))

@@ -20,6 +20,7 @@ import grpc
 import httpx
 import pytest
 from harness import EtcdMember, free_ports, make_client, wait_until
+from process_support import stop_process
 from pydantic import SecretStr
 
 from rmwatch.cli.etcd_auth import replica_grants, writer_grants
@@ -69,12 +70,7 @@ def service(kind: str, endpoint: str, port: int, log_path: Path, *flags: str) ->
         try:
             yield f"http://127.0.0.1:{port}"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 20)
 
 
 def answers(url: str) -> bool:

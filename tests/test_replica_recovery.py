@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import grpc
+from grpc_support import FakeRpcError
 from harness import (
     EtcdCluster,
     EtcdMember,
@@ -29,19 +30,6 @@ from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.state import ReplicaState
 
 
-class _FakeRpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self._code = code
-        self._details = details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
 class _MarkFailsOnce:
     """A real client, except that the first store-mark range (sort_order=descend) fails once
     with a gRPC error (etcd 3.5 answers INTERNAL from a stopping member)."""
@@ -53,7 +41,7 @@ class _MarkFailsOnce:
     def get_range_response(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("sort_order") == "descend" and self.fail_marks > 0:
             self.fail_marks -= 1
-            raise _FakeRpcError(grpc.StatusCode.INTERNAL, "injected: member stopping")
+            raise FakeRpcError(grpc.StatusCode.INTERNAL, "injected: member stopping")
         return self._real.get_range_response(*args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from fastapi.testclient import TestClient
+from grpc_support import FakeRpcError
 from harness import EtcdMember, make_client
 from writer_support import WriterNode, nodes
 
@@ -76,20 +77,6 @@ class TestRealEtcd:
         assert "request is too large" in r.text
 
 
-class _RpcError(grpc.RpcError):  # type: ignore[misc]  # grpc ships no stubs
-    """A gRPC error as etcd answers it (code and details)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self._code, self._details = code, details
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self._details
-
-
 def _as_pyetcd_raises(rpc: grpc.RpcError) -> Exception:
     """What pyetcd raises: its own exception, the gRPC error as the context."""
     try:
@@ -119,7 +106,7 @@ class TestNamedWithoutRaising:
     )  # fmt: skip
     def test_named(self, code: grpc.StatusCode, details: str, status: int, named: str) -> None:
         """The refusal is found behind pyetcd's exception and answered with its name."""
-        refusal = etcd_refusal(_as_pyetcd_raises(_RpcError(code, details)), op="add_group")
+        refusal = etcd_refusal(_as_pyetcd_raises(FakeRpcError(code, details)), op="add_group")
         assert isinstance(refusal, EtcdRefusedError)
         r = error_response(refusal)
         assert r.status_code == status
@@ -128,7 +115,7 @@ class TestNamedWithoutRaising:
     def test_no_leader_after_retries(self) -> None:
         """No leader is retried until the deadline; the EtcdUnavailableError that ends it
         still names etcd's words."""
-        rpc = _RpcError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+        rpc = FakeRpcError(grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
         unavailable = EtcdUnavailableError("add_group: outcome unknown after 5.0s")
         unavailable.__cause__ = _as_pyetcd_raises(rpc)
         refusal = etcd_refusal(unavailable, op="add_group")
