@@ -59,6 +59,7 @@ _CONSUMPTION_DOUBLES = tuple(
 _CONSUMPTION_FIELDS = tuple(Consumption.model_fields)
 _RAW_BUCKETS = ("cpu", "io_read", "io_write")
 _NON_FINITE_RUN = re.compile(rb"[\xf0-\xff][\x7f\xff](?![\x01\xff])")
+_VARINT_MINUS_ONE = b"\xff" * 9 + b"\x01"
 
 
 def _finite(value: float, where: str) -> None:
@@ -97,7 +98,18 @@ def _may_hold_non_finite(wire: bytes | None) -> bool:
     # parse. No such run means no such double, and the per-field check (~10 us of attribute
     # reads) is skipped. A varint -1 (burst_limit's unlimited) is nine 0xFF and a 0x01, which
     # the lookahead excludes; 0.9% of the benchmark's values still match and take the check.
-    return wire is None or _NON_FINITE_RUN.search(wire) is not None
+    # The regex costs ~2.8 us over a 193-byte value; two byte tests first (~0.1 us) settle 44%
+    # of the benchmark's values, and removing every varint -1 (which never holds a match, and
+    # whose removal can only join bytes into a false match, i.e. one more full check) settles
+    # another 22%: ~1.2 us on average.
+    if wire is None:
+        return True
+    if 0x7F not in wire and 0xFF not in wire:
+        return False
+    wire = wire.replace(_VARINT_MINUS_ONE, b"")
+    if 0x7F not in wire and 0xFF not in wire:
+        return False
+    return _NON_FINITE_RUN.search(wire) is not None
 
 
 def check_group_message(

@@ -9,12 +9,14 @@ import struct
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_codec_fast import messages
 
 from rmwatch.errors import DecodeError
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.codec import decode_settings, decode_stored_group, encode_settings, stored_group
 from rmwatch.store.models import GroupMode, ResourceGroup, default_group
+from rmwatch.store.settings_decode import _NON_FINITE_RUN, _may_hold_non_finite
 from rmwatch.store.stored_group import StoredGroup
 
 _NON_FINITE = [
@@ -25,6 +27,11 @@ _NON_FINITE = [
     struct.unpack("<d", b"\xff" * 8)[0],  # a NaN whose bytes are all 0xFF, like a varint -1
     struct.unpack("<d", b"\x01\x00\x00\x00\x00\x00\xf0\x7f")[0],  # a signalling NaN payload
 ]
+
+# Bytes that make or break a NaN's run, and the varint -1 the prefilter removes.
+_WIRE_PIECES = st.sampled_from(
+    [b"\xff" * 9 + b"\x01", b"\xff", b"\x7f", b"\xf0", b"\xf7", b"\x01", b"\x00", b"\x09"]
+)
 
 
 class TestSameAsTheFullDecoder:
@@ -81,6 +88,15 @@ class TestNonFiniteDoubles:
         with pytest.raises(DecodeError, match=r"must be a finite number") as info:
             decode_stored_group("k", msg.SerializeToString())
         assert where in info.value.reason
+
+    @settings(max_examples=600, deadline=None)
+    @given(parts=st.lists(_WIRE_PIECES | st.binary(max_size=12), max_size=24))
+    def test_prefilter_never_hides_a_run(self, parts: list[bytes]) -> None:
+        """The byte tests and the removal of varint -1 runs before the search only ever settle
+        bytes the search itself finds no run in: any bytes, runs of 0xFF and 0x7F included."""
+        wire = b"".join(parts)
+        if _NON_FINITE_RUN.search(wire) is not None:
+            assert _may_hold_non_finite(wire)
 
     def test_finite_values_with_minus_one_pass(self) -> None:
         """Huge, tiny and negative finite doubles beside -1 varints are accepted."""
