@@ -114,6 +114,16 @@ class TestGroupRoutes:
             "priority": 8,
         }
 
+    @pytest.mark.parametrize("raw", ["\u00b2", "\u0663", "-1", "1.5", "x"])
+    def test_modify_bad_expected_revision_is_400(self, served: Served, raw: str) -> None:
+        """``expected_revision`` must be ASCII digits: a superscript two (which ``int`` refuses:
+        it was a 500) and an Arabic-Indic three (which ``int`` reads as 3) are 400 naming it."""
+        served.http.post("/config/group", json=group_body("g1"), headers=AUTH)
+        r = served.http.put("/config/group", params={"expected_revision": raw},
+                            json=group_body("g1", 2), headers=AUTH)  # fmt: skip
+        assert r.status_code == 400, r.text
+        assert "expected_revision" in r.text
+
     def test_modify_stale_revision_is_409(self, served: Served) -> None:
         """A modify with a stale expected_revision is 409 carrying the current revision."""
         r1 = served.http.post("/config/group", json=group_body("g1"), headers=AUTH)

@@ -180,7 +180,7 @@ def read_secret(path: Path, *, what: str) -> SecretStr:
 def split_listen(listen: str, *, flag: str = "--listen") -> tuple[str, int]:
     """``--listen HOST:PORT`` as (host, port); ``:8080`` means every interface."""
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"{flag} {listen!r} must be HOST:PORT")
     return host or "0.0.0.0", int(port)
 

@@ -30,7 +30,7 @@ def _kill_on_eof(fd: int, child: subprocess.Popen[bytes]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command in ``argv[1:]`` under the watch of the pipe end ``argv[0]``."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) < 2 or not args[0].isdigit():
+    if len(args) < 2 or not (args[0].isascii() and args[0].isdigit()):
         print("usage: python -m rmwatch.cli.watchdog FD COMMAND [ARG...]", file=sys.stderr)
         return 2
     fd = int(args[0])

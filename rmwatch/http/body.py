@@ -27,7 +27,12 @@ async def read_body(request: Request, max_body: int) -> bytes:
     (chunked bodies have no declared length). An oversize body is read to its end (up to
     ``DRAIN_LIMIT``) and dropped, so the client reads the 413 instead of a broken pipe."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_body:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > max_body
+    ):
         if int(declared) <= DRAIN_LIMIT:
             await _drain(request, 0)
         raise BodyTooLargeError(max_body)
