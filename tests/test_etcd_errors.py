@@ -4,6 +4,7 @@ other raw gRPC error raises EtcdUnavailableError saying the outcome is unknown."
 
 from __future__ import annotations
 
+import time
 from typing import Any, cast
 
 import grpc
@@ -12,7 +13,7 @@ from grpc_support import FakeRpcError
 
 from rmwatch.errors import EtcdUnavailableError
 from rmwatch.store import EtcdClient, EtcdConfig, KeyLayout, ResourceGroup, Writer, connect
-from rmwatch.store.etcd import is_transient
+from rmwatch.store.etcd import call_with_retry, is_transient
 
 
 class TestTransient:
@@ -32,6 +33,61 @@ class TestTransient:
     ) -> None:
         """etcd's context errors arrive as UNKNOWN with their text; those are transient."""
         assert is_transient(FakeRpcError(code, details)) is transient
+
+
+class TestCallWithRetry:
+    """``call_with_retry``: one bare try, then backoff until the deadline, typed at the end."""
+
+    def test_a_success_is_one_call(self) -> None:
+        calls: list[int] = []
+
+        def ok() -> int:
+            calls.append(1)
+            return 7
+
+        assert call_with_retry(ok, deadline=1.0, what="x") == 7
+        assert calls == [1]
+
+    def test_a_transient_failure_is_retried_after_a_wait(self) -> None:
+        """The second try comes after the first backoff (~50 ms), not at once."""
+        stamps: list[float] = []
+
+        def flaky() -> int:
+            stamps.append(time.monotonic())
+            if len(stamps) < 3:
+                raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "down")
+            return 5
+
+        assert call_with_retry(flaky, deadline=5.0, what="x") == 5
+        assert len(stamps) == 3
+        assert stamps[1] - stamps[0] >= 0.045
+
+    def test_other_errors_pass_through_untouched(self) -> None:
+        calls: list[int] = []
+
+        def broken() -> int:
+            calls.append(1)
+            raise FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, "too large")
+
+        with pytest.raises(FakeRpcError):
+            call_with_retry(broken, deadline=5.0, what="x")
+        assert calls == [1]
+
+    @pytest.mark.parametrize("deadline", [0.0, 0.3])
+    def test_past_the_deadline_it_is_typed(self, deadline: float) -> None:
+        """A call that keeps failing ends in EtcdUnavailableError naming it and the cause,
+        within its deadline plus one backoff; a zero deadline still makes one try."""
+        calls: list[int] = []
+
+        def down() -> int:
+            calls.append(1)
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+        started = time.monotonic()
+        with pytest.raises(EtcdUnavailableError, match=r"for load page 3 .*UNAVAILABLE"):
+            call_with_retry(down, deadline=deadline, what="load page 3")
+        assert time.monotonic() - started < deadline + 1.2
+        assert len(calls) >= (1 if deadline == 0 else 2)
 
 
 class _FailingTxn:
