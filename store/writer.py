@@ -77,6 +77,7 @@ from rmwatch.store.etcd import (
 from rmwatch.store.etcd_refusal import etcd_refusal
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, KeyLayout
 from rmwatch.store.keyspaces import KeyspaceResolver
+from rmwatch.store.known_values import KnownValues
 from rmwatch.store.leadership import Leadership
 from rmwatch.store.metrics import WriterMetrics
 from rmwatch.store.models import (
@@ -190,6 +191,7 @@ class Writer:
         self.metrics = metrics if metrics is not None else WriterMetrics()
         self.metrics.track_leadership(self._epoch)
         self._metric_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._known = KnownValues()
         self._drain_lock = threading.Condition()
         self._draining = False
         self._in_flight = 0
@@ -280,7 +282,7 @@ class Writer:
         key = self.layout.settings(group.name, ks)
 
         def plan() -> _Plan:
-            old, old_rev = self._read_settings(key, group.name, ks)
+            old, old_rev = self._settings_to_modify(key, group.name, ks, expected_revision)
             if expected_revision is not None and old_rev != expected_revision:
                 raise ConflictError(
                     f"resource group {group.name!r} changed: revision {old_rev}, "
@@ -292,9 +294,13 @@ class Writer:
             return _Plan("modify_group", WriteKind.METADATA, key, puts={key: wire},
                          guards={key: old_rev})  # fmt: skip
 
-        def lost(exc: _LostRaceError) -> WriteError:
+        def lost(exc: _LostRaceError) -> WriteError | None:
             current = exc.current.get(key, 0)
             if current == 0:
+                # ``default`` exists unstored (PD's reserved defaults): planned again, the
+                # write stores it; any other group is gone.
+                if group.name == DEFAULT_GROUP_NAME and expected_revision is None:
+                    return None
                 return group_not_found(group.name)
             return ConflictError(
                 f"resource group {group.name!r} changed concurrently: revision {current}",
@@ -335,7 +341,7 @@ class Writer:
         key = self.layout.controller()
 
         def plan() -> _Plan:
-            config, rev = self.get_controller_at()
+            config, rev = self._controller_to_modify(expected_revision)
             if expected_revision is not None and rev != expected_revision:
                 raise ConflictError(
                     f"controller config changed: revision {rev}, expected {expected_revision}",
@@ -365,7 +371,7 @@ class Writer:
         key = self.layout.controller()
 
         def plan() -> _Plan:
-            config, rev = self.get_controller_at()
+            config, rev = self._controller_to_modify(None)
             policy = config.ru_version_policy or RUVersionPolicy(default=DEFAULT_RU_VERSION)
             updated = _controller_update(
                 lambda: config.model_copy(
@@ -520,6 +526,9 @@ class Writer:
             try:
                 result = txn(self.client, compares, success, failure)
             except Exception as exc:
+                # The outcome is not known: nothing is known of the plan's keys either.
+                for k in (*plan.puts, *plan.deletes):
+                    self._known.forget(k)
                 if not is_transient(exc):
                     raise
                 applied = self._reconcile(plan, started, exc)
@@ -527,6 +536,10 @@ class Writer:
                     return applied
                 continue  # provably not applied: resending is safe
             if result.succeeded:
+                for k, v in plan.puts.items():
+                    self._known.put(k, v, result.revision)
+                for k in plan.deletes:
+                    self._known.forget(k)
                 return result.revision
             responses = list(result.responses)
             if self.leadership is not None:
@@ -536,6 +549,11 @@ class Writer:
             for k, response in zip(guarded, responses, strict=True):
                 kvs = list(response.response_range.kvs)
                 current[k] = int(kvs[0].mod_revision) if kvs else 0
+                # The failure branch read the key: the next plan starts from it, no read.
+                if kvs:
+                    self._known.put(k, bytes(kvs[0].value), current[k])
+                else:
+                    self._known.forget(k)
             raise _LostRaceError(current)
 
     def _reconcile(self, plan: _Plan, started: float, cause: BaseException) -> int | None:
@@ -585,6 +603,27 @@ class Writer:
 
     def _mod_revisions(self, keys: Sequence[str]) -> dict[str, int]:
         return self._read_keys(keys)[1]
+
+    def _settings_to_modify(
+        self, key: str, name: str, ks: int, expected_revision: int | None
+    ) -> tuple[ResourceGroup, int]:
+        """The settings a modify patches, and the revision its commit is guarded by: what this
+        writer last committed or saw at ``key`` (``KnownValues``; the guard catches a stale
+        one), else a read. With ``expected_revision`` a remembered revision other than it is
+        checked by a read (the key may have moved to it since)."""
+        known = self._known.get(key)
+        if known is not None and expected_revision in (None, known[1]):
+            return codec.decode_settings(key, known[0]), known[1]
+        return self._read_settings(key, name, ks)
+
+    def _controller_to_modify(self, expected_revision: int | None) -> tuple[ControllerConfig, int]:
+        """The controller config an update patches and its guard revision, as
+        ``_settings_to_modify`` (remembered, else read)."""
+        key = self.layout.controller()
+        known = self._known.get(key)
+        if known is not None and expected_revision in (None, known[1]):
+            return codec.decode_controller(key, known[0]), known[1]
+        return self.get_controller_at()
 
     def _read_settings(self, key: str, name: str, ks: int) -> tuple[ResourceGroup, int]:
         values, revs, _ = self._read_keys([key])
