@@ -125,6 +125,10 @@ class _Plan:
     puts: dict[str, bytes] = field(default_factory=dict)
     deletes: tuple[str, ...] = ()
     guards: dict[str, int] | None = None
+    # Keep what the commit put in ``KnownValues``: the keys a later modify or controller update
+    # plans from (group settings, the controller), not service limits or token states, which
+    # are never read-modify-written and would only push those out.
+    remember: bool = False
 
 
 class _LostRaceError(Exception):
@@ -263,7 +267,8 @@ class Writer:
 
         def plan() -> _Plan:
             return _Plan("add_group", WriteKind.METADATA, key,
-                         puts={key: codec.encode_settings(group, base=b"")})  # fmt: skip
+                         puts={key: codec.encode_settings(group, base=b"")},
+                         remember=True)  # fmt: skip
 
         return self._run("add_group", WriteKind.METADATA, key, plan,
                          lost=lambda _: None, retry_lost=False)  # fmt: skip
@@ -292,7 +297,7 @@ class Writer:
             patched = _patch_settings(old, group)
             wire = codec.encode_settings(patched, base=old.wire or b"")
             return _Plan("modify_group", WriteKind.METADATA, key, puts={key: wire},
-                         guards={key: old_rev})  # fmt: skip
+                         guards={key: old_rev}, remember=True)  # fmt: skip
 
         def lost(exc: _LostRaceError) -> WriteError | None:
             current = exc.current.get(key, 0)
@@ -350,7 +355,7 @@ class Writer:
             updated = _controller_update(lambda: config.with_updates(items))
             return _Plan("update_controller", WriteKind.METADATA, key,
                          puts={key: codec.encode_controller(updated)},
-                         guards={key: rev})  # fmt: skip
+                         guards={key: rev}, remember=True)  # fmt: skip
 
         def lost(exc: _LostRaceError) -> WriteError:
             current = exc.current.get(key, 0)
@@ -380,7 +385,7 @@ class Writer:
             )
             return _Plan("set_ru_version", WriteKind.METADATA, key,
                          puts={key: codec.encode_controller(updated)},
-                         guards={key: rev})  # fmt: skip
+                         guards={key: rev}, remember=True)  # fmt: skip
 
         return self._run("set_ru_version", WriteKind.METADATA, key, plan,
                          lost=lambda _: None, retry_lost=True)  # fmt: skip
@@ -536,8 +541,9 @@ class Writer:
                     return applied
                 continue  # provably not applied: resending is safe
             if result.succeeded:
-                for k, v in plan.puts.items():
-                    self._known.put(k, v, result.revision)
+                if plan.remember:
+                    for k, v in plan.puts.items():
+                        self._known.put(k, v, result.revision)
                 for k in plan.deletes:
                     self._known.forget(k)
                 return result.revision
@@ -550,7 +556,7 @@ class Writer:
                 kvs = list(response.response_range.kvs)
                 current[k] = int(kvs[0].mod_revision) if kvs else 0
                 # The failure branch read the key: the next plan starts from it, no read.
-                if kvs:
+                if kvs and plan.remember:
                     self._known.put(k, bytes(kvs[0].value), current[k])
                 else:
                     self._known.forget(k)

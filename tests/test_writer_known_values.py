@@ -9,6 +9,7 @@ from typing import Any, cast
 
 import pytest
 from harness import make_client
+from test_writer_ops import STATES_123 as STATES
 from test_writer_ops import ru_group
 from writer_support import raw_get
 
@@ -171,3 +172,18 @@ class TestKnownValues:
         assert len(known) == 2
         known.forget("a")
         assert known.get("a") is None
+
+    def test_only_keys_that_are_read_modify_written_are_kept(
+        self, rig: tuple[Writer, _CountingTxn]
+    ) -> None:
+        """Service limits and token states (never read-modify-written) take no room; a group's
+        settings and the controller do."""
+        writer, _ = rig
+        writer.set_service_limit(1, 5.0)
+        writer.put_states("g1", STATES)
+        assert len(writer._known) == 0
+        writer.add_group(ru_group("g1"))
+        writer.update_controller({"read-base-cost": 0.5})
+        assert len(writer._known) == 2
+        writer.delete_group("g1")
+        assert len(writer._known) == 1
