@@ -36,8 +36,13 @@ class KnownValues:
             return item
 
     def put(self, key: str, value: bytes, mod_revision: int) -> None:
-        """``key`` holds ``value`` since ``mod_revision`` (a commit, or a read of it)."""
+        """``key`` holds ``value`` since ``mod_revision`` (a commit, or a read of it). An older
+        revision than the one held is ignored: two threads writing one key may report out of
+        order, and etcd's revisions only grow."""
         with self._lock:
+            held = self._items.get(key)
+            if held is not None and held[1] > mod_revision:
+                return
             self._items[key] = (value, mod_revision)
             self._items.move_to_end(key)
             while len(self._items) > self._capacity:

@@ -3,11 +3,14 @@
 What each write does, in order:
 1. the role gate (``rmwatch.store.roles``): a refused write raises before etcd is touched;
 2. the drain gate: a draining writer takes no new writes (DrainingError), counts those in flight;
-3. the reads it needs (linearizable, retried: reads cannot apply anything twice);
+3. the reads it needs (linearizable, retried: reads cannot apply anything twice), except that a
+   modify or controller update plans from the value this writer last committed or saw at the
+   key (``rmwatch.store.known_values``), which the compare below checks like a read;
 4. ONE transaction whose compares are the leadership fence (``Leadership.fence_compares``) plus
    ``mod_revision == read revision`` on every key it writes; the failure branch reads the leader
    key and those keys back, so one round trip tells a lost fence (NotLeaderError) from a lost
-   race (conflict, with the current revision).
+   race (conflict, with the current revision). A plan made from a remembered value that moved
+   is made again from what the failure branch brought, once, without counting as a lost race.
 
 Retry policy (why a retry can never apply a write twice):
 - Reads: retried on transient errors with backoff (``call_with_retry``) until the deadline.
@@ -129,6 +132,8 @@ class _Plan:
     # plans from (group settings, the controller), not service limits or token states, which
     # are never read-modify-written and would only push those out.
     remember: bool = False
+    # Planned from a remembered value rather than a read (see ``_run``).
+    from_known: bool = False
 
 
 class _LostRaceError(Exception):
@@ -287,7 +292,7 @@ class Writer:
         key = self.layout.settings(group.name, ks)
 
         def plan() -> _Plan:
-            old, old_rev = self._settings_to_modify(key, group.name, ks, expected_revision)
+            old, old_rev, known = self._settings_to_modify(key, group.name, ks, expected_revision)
             if expected_revision is not None and old_rev != expected_revision:
                 raise ConflictError(
                     f"resource group {group.name!r} changed: revision {old_rev}, "
@@ -297,7 +302,7 @@ class Writer:
             patched = _patch_settings(old, group)
             wire = codec.encode_settings(patched, base=old.wire or b"")
             return _Plan("modify_group", WriteKind.METADATA, key, puts={key: wire},
-                         guards={key: old_rev}, remember=True)  # fmt: skip
+                         guards={key: old_rev}, remember=True, from_known=known)  # fmt: skip
 
         def lost(exc: _LostRaceError) -> WriteError | None:
             current = exc.current.get(key, 0)
@@ -346,7 +351,7 @@ class Writer:
         key = self.layout.controller()
 
         def plan() -> _Plan:
-            config, rev = self._controller_to_modify(expected_revision)
+            config, rev, known = self._controller_to_modify(expected_revision)
             if expected_revision is not None and rev != expected_revision:
                 raise ConflictError(
                     f"controller config changed: revision {rev}, expected {expected_revision}",
@@ -355,7 +360,7 @@ class Writer:
             updated = _controller_update(lambda: config.with_updates(items))
             return _Plan("update_controller", WriteKind.METADATA, key,
                          puts={key: codec.encode_controller(updated)},
-                         guards={key: rev}, remember=True)  # fmt: skip
+                         guards={key: rev}, remember=True, from_known=known)  # fmt: skip
 
         def lost(exc: _LostRaceError) -> WriteError:
             current = exc.current.get(key, 0)
@@ -376,7 +381,7 @@ class Writer:
         key = self.layout.controller()
 
         def plan() -> _Plan:
-            config, rev = self._controller_to_modify(None)
+            config, rev, known = self._controller_to_modify(None)
             policy = config.ru_version_policy or RUVersionPolicy(default=DEFAULT_RU_VERSION)
             updated = _controller_update(
                 lambda: config.model_copy(
@@ -385,7 +390,7 @@ class Writer:
             )
             return _Plan("set_ru_version", WriteKind.METADATA, key,
                          puts={key: codec.encode_controller(updated)},
-                         guards={key: rev}, remember=True)  # fmt: skip
+                         guards={key: rev}, remember=True, from_known=known)  # fmt: skip
 
         return self._run("set_ru_version", WriteKind.METADATA, key, plan,
                          lost=lambda _: None, retry_lost=True)  # fmt: skip
@@ -450,24 +455,9 @@ class Writer:
             # Role gate first, before any read: a refused write touches nothing.
             check_write(self.role, kind)
             with self._write_slot():
-                attempts = self.modify_attempts if retry_lost else 1
-                for attempt in range(attempts):
-                    try:
-                        revision = self._commit(plan_fn(), started)
-                    except _LostRaceError as exc:
-                        err = lost(exc)
-                        last = attempt == attempts - 1
-                        if err is not None and (last or isinstance(err, NotFoundError)):
-                            raise err from None
-                        if err is None and last:
-                            raise ConflictError(
-                                f"{key} kept changing concurrently",
-                                current_revision=max(exc.current.values(), default=0),
-                            ) from None
-                        continue
-                    outcome = "ok"
-                    return revision
-                raise AssertionError("unreachable")  # pragma: no cover  # noqa: TRY301
+                revision = self._plan_and_commit(key, plan_fn, lost, retry_lost, started)
+                outcome = "ok"
+                return revision
         except WriteError as exc:
             outcome = _OUTCOMES.get(type(exc), "error")
             if isinstance(exc, WriteRefusedError):
@@ -501,6 +491,40 @@ class Writer:
             log.info("write", op=op, key=key, revision=revision or None, role=str(self.role),
                      epoch=self._epoch(), outcome=outcome,
                      ms=round(elapsed * 1000, 2))  # fmt: skip
+
+    def _plan_and_commit(
+        self,
+        key: str,
+        plan_fn: Callable[[], _Plan],
+        lost: Callable[[_LostRaceError], WriteError | None],
+        retry_lost: bool,
+        started: float,
+    ) -> int:
+        """Plan and commit until it applies, raising what ``lost`` says for a lost race (see
+        ``_run``); the commit revision."""
+        attempts = self.modify_attempts if retry_lost else 1
+        attempt, stale_forgiven = 0, False
+        while True:
+            plan = plan_fn()
+            try:
+                return self._commit(plan, started)
+            except _LostRaceError as exc:
+                if plan.from_known and not stale_forgiven:
+                    # Planned from a remembered value that moved behind our back: plan again
+                    # from the value the failure branch brought (or a read), as the read-first
+                    # write would have, before judging the race.
+                    stale_forgiven = True
+                    continue
+                attempt += 1
+                err = lost(exc)
+                last = attempt >= attempts
+                if err is not None and (last or isinstance(err, NotFoundError)):
+                    raise err from None
+                if err is None and last:
+                    raise ConflictError(
+                        f"{key} kept changing concurrently",
+                        current_revision=max(exc.current.values(), default=0),
+                    ) from None
 
     def _counted(self, op: str, outcome: str, elapsed: float) -> None:
         """Count one write. The labelled children are looked up once per (op, outcome):
@@ -612,24 +636,27 @@ class Writer:
 
     def _settings_to_modify(
         self, key: str, name: str, ks: int, expected_revision: int | None
-    ) -> tuple[ResourceGroup, int]:
-        """The settings a modify patches, and the revision its commit is guarded by: what this
-        writer last committed or saw at ``key`` (``KnownValues``; the guard catches a stale
-        one), else a read. With ``expected_revision`` a remembered revision other than it is
-        checked by a read (the key may have moved to it since)."""
+    ) -> tuple[ResourceGroup, int, bool]:
+        """The settings a modify patches, the revision its commit is guarded by, and whether
+        they were remembered: what this writer last committed or saw at ``key``
+        (``KnownValues``; the guard catches a stale one), else a read. With
+        ``expected_revision`` a remembered revision other than it is checked by a read (the key
+        may have moved to it since)."""
         known = self._known.get(key)
         if known is not None and expected_revision in (None, known[1]):
-            return codec.decode_settings(key, known[0]), known[1]
-        return self._read_settings(key, name, ks)
+            return codec.decode_settings(key, known[0]), known[1], True
+        return (*self._read_settings(key, name, ks), False)
 
-    def _controller_to_modify(self, expected_revision: int | None) -> tuple[ControllerConfig, int]:
-        """The controller config an update patches and its guard revision, as
-        ``_settings_to_modify`` (remembered, else read)."""
+    def _controller_to_modify(
+        self, expected_revision: int | None
+    ) -> tuple[ControllerConfig, int, bool]:
+        """The controller config an update patches, its guard revision and whether it was
+        remembered, as ``_settings_to_modify``."""
         key = self.layout.controller()
         known = self._known.get(key)
         if known is not None and expected_revision in (None, known[1]):
-            return codec.decode_controller(key, known[0]), known[1]
-        return self.get_controller_at()
+            return codec.decode_controller(key, known[0]), known[1], True
+        return (*self.get_controller_at(), False)
 
     def _read_settings(self, key: str, name: str, ks: int) -> tuple[ResourceGroup, int]:
         values, revs, _ = self._read_keys([key])

@@ -88,9 +88,9 @@ class TestMovedBehindItsBack:
     def test_another_writers_value_is_patched_not_the_remembered_one(
         self, rig: tuple[Writer, _CountingTxn]
     ) -> None:
-        """A value another process wrote since (with an unknown field and a priority of its
-        own) is what the modify patches: the compare fails once, the failure branch brings the
-        value, and the retry needs no read (3 txns). Nothing of the other write is lost."""
+        """A value another process wrote since (with an unknown field) is what the modify
+        patches: the compare fails once, the failure branch brings the value, and the second
+        plan needs no read (two txns in all). Nothing of the other write is lost."""
         writer, counting = rig
         key = writer.layout.settings("g1")
         writer.add_group(ru_group("g1"))
@@ -130,20 +130,55 @@ class TestMovedBehindItsBack:
     def test_expected_revision_is_checked_against_etcd(
         self, rig: tuple[Writer, _CountingTxn]
     ) -> None:
-        """A caller who saw the other process's revision succeeds (the remembered one is
-        older, so the writer reads); one holding the writer's own, older revision gets a
-        conflict carrying the current one."""
+        """A caller who saw another process's revision succeeds: the remembered one differs,
+        so the writer reads (two txns). A caller holding the remembered revision after the key
+        moved gets a conflict naming the revision it expected and the current one."""
         writer, counting = rig
         key = writer.layout.settings("g1")
-        ours = writer.add_group(ru_group("g1"))
+        writer.add_group(ru_group("g1"))
         counting.put(key, codec.encode_settings(ru_group("g1", fill=900)))
         _, theirs = raw_get(counting, key)
-        with pytest.raises(ConflictError) as info:
-            writer.modify_group(ru_group("g1", fill=1), expected_revision=ours)
-        assert info.value.current_revision == theirs
-        revision = writer.modify_group(ru_group("g1", fill=2), expected_revision=theirs)
-        assert raw_get(counting, key)[1] == revision
+        counting.txns = 0
+        ours = writer.modify_group(ru_group("g1", fill=2), expected_revision=theirs)
+        assert counting.txns == 2
+        assert raw_get(counting, key)[1] == ours
         assert _fill(writer, "g1") == 2
+        counting.put(key, codec.encode_settings(ru_group("g1", fill=901)))
+        _, moved = raw_get(counting, key)
+        with pytest.raises(ConflictError, match=f"revision {moved}, expected {ours}") as info:
+            writer.modify_group(ru_group("g1", fill=3), expected_revision=ours)
+        assert info.value.current_revision == moved
+        assert raw_get(counting, key)[1] == moved
+
+    def test_default_deleted_since_with_expected_revision_is_a_conflict(
+        self, rig: tuple[Writer, _CountingTxn]
+    ) -> None:
+        """``default`` stored by the writer, deleted since, modified with the revision the
+        writer stored it at: a conflict at revision 0 (``default`` still exists, unstored), as
+        a read-first modify answers, not not-found."""
+        writer, counting = rig
+        ours = writer.modify_group(ru_group("default", fill=11))
+        counting.delete(writer.layout.settings("default"))
+        with pytest.raises(ConflictError) as info:
+            writer.modify_group(ru_group("default", fill=22), expected_revision=ours)
+        assert info.value.current_revision == 0
+
+    def test_a_stale_value_does_not_use_up_the_attempts(
+        self, etcd_endpoints: list[str], root_prefix: str
+    ) -> None:
+        """With one attempt allowed, a modify planned from a value that moved still succeeds:
+        the replan from the failure branch's value is not counted as a lost race."""
+        client = make_client(etcd_endpoints)
+        writer = Writer(client=client, layout=KeyLayout(root_prefix), modify_attempts=1)
+        key = writer.layout.settings("g1")
+        writer.add_group(ru_group("g1"))
+        client.put(key, codec.encode_settings(ru_group("g1", fill=900)) + UNKNOWN_FIELD)
+        revision = writer.modify_group(ru_group("g1", fill=5))
+        value, stored_at = raw_get(client, key)
+        assert stored_at == revision
+        assert value is not None
+        assert UNKNOWN_FIELD in value
+        client.close()
 
     def test_controller_keys_written_elsewhere_survive(
         self, rig: tuple[Writer, _CountingTxn]
@@ -172,6 +207,13 @@ class TestKnownValues:
         assert len(known) == 2
         known.forget("a")
         assert known.get("a") is None
+
+    def test_an_older_revision_never_replaces_a_newer(self) -> None:
+        """Two threads committing one key may report out of order: the newer stays."""
+        known = KnownValues()
+        known.put("k", b"new", 9)
+        known.put("k", b"old", 7)
+        assert known.get("k") == (b"new", 9)
 
     def test_only_keys_that_are_read_modify_written_are_kept(
         self, rig: tuple[Writer, _CountingTxn]
