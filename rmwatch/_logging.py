@@ -33,7 +33,8 @@ logging.getLogger(ROOT).addHandler(logging.NullHandler())
 class _Message:
     """A record's readable message, ``event key=value ...``, formatted only when a handler asks
     (``str``): our own JSON and console formatters render the structured event instead, and
-    formatting every field's repr up front cost ~8 us a line."""
+    formatting every field's repr up front cost ~8 us a line. A handler that reads
+    ``record.msg`` itself, not ``getMessage()``, gets this object; its ``str`` is the text."""
 
     __slots__ = ("_event",)
 

@@ -149,11 +149,6 @@ def configure(
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger(ROOT).setLevel(logging.INFO)
-    # Neither format shows where a line was logged from, so the stack walk that finds it
-    # (~12 us a line; the writer logs a line per write) is switched off the way the logging
-    # module's source describes: "Setting _srcfile to None will prevent findCaller() from
-    # being called" (Lib/logging/__init__.py, CPython 3.11).
-    logging._srcfile = None
     # uvicorn's own logging config (applied by anything that ran uvicorn with its defaults in
     # this process) gives its loggers private handlers and stops them propagating: undo that,
     # so its records reach the one handler above instead of a second, differently shaped one.
