@@ -6,6 +6,7 @@ a member that stopped answering costs one short backoff, not the whole deadline.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -70,7 +71,8 @@ def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
         first: BaseException = exc
     # The first retry waits like a later one would: the failed endpoint was marked failed, and
     # an immediate second try mostly meets the same fault.
-    time.sleep(max(0.0, min(_FIRST_RETRY_WAIT, deadline - (time.monotonic() - started))))
+    first_wait = _FIRST_RETRY_WAIT + random.uniform(0, _FIRST_RETRY_WAIT)  # jittered, as below
+    time.sleep(max(0.0, min(first_wait, deadline - (time.monotonic() - started))))
     left = deadline - (time.monotonic() - started)
     if left <= 0:
         raise EtcdUnavailableError(
@@ -79,8 +81,9 @@ def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_delay(left),
-        # 50 ms doubling to 1 s: an endpoint is retried after 0.5 s, a member restart takes ~1 s.
-        wait=wait_exponential(multiplier=0.05, max=1.0) + wait_random(0, 0.05),
+        # 50 ms (the wait above) doubling to 1 s: an endpoint is retried after 0.5 s, a member
+        # restart takes ~1 s.
+        wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.05),
         reraise=False,
     )
     try:
