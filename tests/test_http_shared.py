@@ -36,6 +36,7 @@ from fastapi import Response
 from fastapi.testclient import TestClient
 from harness import free_port
 from sidecar_support import layout, put_keyspace, running_replica
+from starlette.requests import Request
 from writer_support import WriterNode, nodes
 
 from rmwatch.errors import (
@@ -53,6 +54,7 @@ from rmwatch.errors import (
     RevisionTimeoutError,
     WriteRefusedError,
 )
+from rmwatch.http.body import read_body
 from rmwatch.http.errors import Refusal, error_response
 from rmwatch.http.forward import (
     FORWARDED_HEADER,
@@ -170,6 +172,31 @@ def test_body_too_large_is_413(apps: dict[str, TestClient], app: str) -> None:
     body = b"{" + b" " * (2 * MAX_BODY) + b"}"
     answer = apps[app].post(f"{PREFIX}/config/group", content=body)
     assert (answer.status_code, answer.text) == (413, f"request body over {MAX_BODY} bytes")
+
+
+@pytest.mark.parametrize(
+    ("declared", "body", "too_large"),
+    [("9" * 5000, b"{}", True), ("9" * 21, b"{}", True), ("\u0663", b"{}", False)],
+    ids=["5000-digits", "21-digits", "arabic-indic-three"],
+)
+def test_declared_length_never_breaks_the_read(declared: str, body: bytes, too_large: bool) -> None:
+    """A Content-Length too long for ``int`` (5000 digits: a ValueError, once a 500) or not ASCII
+    is not trusted: the body's own bytes decide. An oversize body that arrives as one last
+    chunk is refused by its count (the drain finds the stream already ended: once a 500); a
+    short one is read."""
+    sent = body if not too_large else b"x" * (MAX_BODY + 1)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": sent, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"",
+             "headers": [(b"content-length", declared.encode())]}  # fmt: skip
+    request = Request(scope, receive)
+    if too_large:
+        with pytest.raises(BodyTooLargeError):
+            asyncio.run(read_body(request, MAX_BODY))
+    else:
+        assert asyncio.run(read_body(request, MAX_BODY)) == body
 
 
 @dataclass(frozen=True)

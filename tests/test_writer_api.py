@@ -114,10 +114,11 @@ class TestGroupRoutes:
             "priority": 8,
         }
 
-    @pytest.mark.parametrize("raw", ["\u00b2", "\u0663", "-1", "1.5", "x"])
+    @pytest.mark.parametrize("raw", ["\u00b2", "\u0663", "-1", "1.5", "x", "9" * 5000])
     def test_modify_bad_expected_revision_is_400(self, served: Served, raw: str) -> None:
-        """``expected_revision`` must be ASCII digits: a superscript two (which ``int`` refuses:
-        it was a 500) and an Arabic-Indic three (which ``int`` reads as 3) are 400 naming it."""
+        """``expected_revision`` must be at most 20 ASCII digits: a superscript two and 5000
+        digits (which ``int`` refuses: they were a 500) and an Arabic-Indic three (which
+        ``int`` reads as 3) are 400 naming it."""
         served.http.post("/config/group", json=group_body("g1"), headers=AUTH)
         r = served.http.put("/config/group", params={"expected_revision": raw},
                             json=group_body("g1", 2), headers=AUTH)  # fmt: skip

@@ -246,7 +246,7 @@ class WriterResourceManager:
         self.check_auth(context)
         group = self._group(request)
         raw = metadata_value(context, EXPECTED_REVISION_KEY)
-        if raw is not None and not (raw.isascii() and raw.isdigit()):
+        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 20):
             raise RpcAbortError(
                 grpc.StatusCode.INVALID_ARGUMENT, "expected-revision must be a non-negative integer"
             )

@@ -205,7 +205,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         body = await api.read_body(request)
         group = await api.parse_group(request, body)
         raw = request.query_params.get("expected_revision")
-        if raw is not None and not (raw.isascii() and raw.isdigit()):
+        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 20):
             raise InvalidInputError("expected_revision", "must be a non-negative integer")
         expected = int(raw) if raw is not None else None
         return await api.write(
