@@ -69,6 +69,20 @@ def parse_keyspace_id(text: str) -> int:
     return value
 
 
+MAX_REVISION_DIGITS = 20
+"""Digits a revision given in a request may have: etcd's are int64 (19 digits at most), and a
+longer string is refused before ``int()``, which raises past 4,300 digits."""
+
+
+def parse_revision(text: str) -> int:
+    """A revision as a request gives it (``expected_revision``, ``min_revision``): ASCII
+    digits only, at most ``MAX_REVISION_DIGITS``; ValueError otherwise (``str.isdigit`` alone
+    takes a superscript two, which ``int`` refuses, and an Arabic-Indic three, read as 3)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_REVISION_DIGITS:
+        raise ValueError(f"{text[:40]!r} is not a non-negative integer")
+    return int(text)
+
+
 def parse_key_keyspace_id(text: str) -> int:
     """Parse the keyspace id inside a key as PD does: Go's ``strconv.ParseUint(text, 10, 32)``.
 

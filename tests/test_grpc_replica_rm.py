@@ -173,14 +173,17 @@ class TestMinRevision:
             assert f"revision {wanted} not reached" in _details(exc)
             assert int(trailer(exc.value) or 0) == replica.revision
 
-    def test_bad_min_revision(self, served: Served) -> None:
-        """A min-revision that is not a number is INVALID_ARGUMENT."""
+    @pytest.mark.parametrize("raw", ["soon", "9" * 5000])
+    def test_bad_min_revision(self, served: Served, raw: str) -> None:
+        """A min-revision that is not a number, or is 5000 digits (``int`` refuses those: it
+        was an INTERNAL error), is INVALID_ARGUMENT."""
         _, channel, _ = served
         with pytest.raises(grpc.RpcError) as exc:
             rm_stub(channel).ListResourceGroups(
-                pb.ListResourceGroupsRequest(), metadata=[("min-revision", "soon")]
+                pb.ListResourceGroupsRequest(), metadata=[("min-revision", raw)]
             )
         assert _code(exc) == grpc.StatusCode.INVALID_ARGUMENT
+        assert "not a non-negative integer" in _details(exc)
 
 
 class TestRefusals:

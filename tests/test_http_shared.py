@@ -165,6 +165,16 @@ def test_keyspace_parameters(apps: dict[str, TestClient], app: str) -> None:
         assert answer.headers["content-type"].startswith("text/plain")
 
 
+@pytest.mark.parametrize("raw", ["soon", "\u0663", "9" * 5000])
+def test_sidecar_bad_min_revision_is_400(apps: dict[str, TestClient], raw: str) -> None:
+    """``min_revision`` that is not at most 20 ASCII digits is 400 naming it: 5000 digits
+    (which ``int`` refuses) were a 500, an Arabic-Indic three was read as 3."""
+    answer = apps["sidecar"].get(f"{PREFIX}/config/group/g1", params={"min_revision": raw})
+    assert answer.status_code == 400, answer.text
+    assert "min_revision" in answer.text
+    assert "not a non-negative integer" in answer.text
+
+
 @pytest.mark.parametrize("app", APPS)
 def test_body_too_large_is_413(apps: dict[str, TestClient], app: str) -> None:
     """A write body over the cap is 413 with the same text on both apps, before anything is

@@ -14,6 +14,7 @@ import grpc
 
 from rmwatch.errors import NotReadyError, RevisionTimeoutError
 from rmwatch.grpc.calls import MIN_REVISION_KEY, RpcAbortError, metadata_value, revision_trailer
+from rmwatch.store.keys import parse_revision
 from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.revision_wait import RevisionWaiter
@@ -44,13 +45,14 @@ class SnapshotReads:
         raw = metadata_value(context, MIN_REVISION_KEY)
         wanted: int | None = None
         if raw:
-            if not raw.isascii() or not raw.isdigit():
+            try:
+                wanted = parse_revision(raw)
+            except ValueError as exc:
                 raise RpcAbortError(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"min-revision {raw!r} is not a non-negative integer",
+                    f"min-revision {exc}",
                     revision_trailer(self.replica.revision),
-                )
-            wanted = int(raw)
+                ) from None
         if wanted is not None and self.replica.revision < wanted:
             # Refuse at once when not ready: better another replica than a wait that may end
             # stale anyway.

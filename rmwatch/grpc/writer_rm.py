@@ -60,7 +60,7 @@ from rmwatch.grpc.groups import (
 from rmwatch.grpc.metrics import GrpcMetrics
 from rmwatch.grpc.replica_rm import SERVICE, TOKENS_UNIMPLEMENTED
 from rmwatch.store._pb import resource_manager_pb2 as pb
-from rmwatch.store.keys import NULL_KEYSPACE_ID
+from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_revision
 from rmwatch.store.leadership import LeaderInfo, read_leader
 from rmwatch.store.writer import Writer
 
@@ -246,11 +246,12 @@ class WriterResourceManager:
         self.check_auth(context)
         group = self._group(request)
         raw = metadata_value(context, EXPECTED_REVISION_KEY)
-        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 20):
+        try:
+            expected = parse_revision(raw) if raw is not None else None
+        except ValueError:
             raise RpcAbortError(
                 grpc.StatusCode.INVALID_ARGUMENT, "expected-revision must be a non-negative integer"
-            )
-        expected = int(raw) if raw is not None else None
+            ) from None
         body, revision = await self.write(
             "ModifyResourceGroup",
             request,

@@ -49,7 +49,7 @@ from rmwatch.http.pd import PREFIX, text, with_stats
 from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.server_drain import ServerDrain
 from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, SidecarForwarder
-from rmwatch.store.keys import NULL_KEYSPACE_ID
+from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_revision
 from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.revision_wait import RevisionWaiter
@@ -109,9 +109,10 @@ class _Reads:
         raw = request.query_params.get("min_revision")
         wanted: int | None = None
         if raw is not None and raw != "":
-            if not raw.isascii() or not raw.isdigit():
-                raise InvalidInputError("min_revision", f"{raw!r} is not a non-negative integer")
-            wanted = int(raw)
+            try:
+                wanted = parse_revision(raw)
+            except ValueError as exc:
+                raise InvalidInputError("min_revision", str(exc)) from None
         reason = self.replica.not_ready_reason()
         if reason is not None:
             raise NotReadyError(str(self.replica.state), reason)

@@ -50,7 +50,7 @@ from rmwatch.http.pd import PREFIX, text, with_stats, write_success
 from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.ru_version import ru_version_body
 from rmwatch.http.writer_forward import FORWARD_TIMEOUT, FORWARD_WAIT, WriterForwarder
-from rmwatch.store.keys import NULL_KEYSPACE_ID
+from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_revision
 from rmwatch.store.models import ResourceGroup
 from rmwatch.store.writer import Writer
 from rmwatch.store.writer_drain import Drainer
@@ -205,9 +205,10 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         body = await api.read_body(request)
         group = await api.parse_group(request, body)
         raw = request.query_params.get("expected_revision")
-        if raw is not None and not (raw.isascii() and raw.isdigit() and len(raw) <= 20):
-            raise InvalidInputError("expected_revision", "must be a non-negative integer")
-        expected = int(raw) if raw is not None else None
+        try:
+            expected = parse_revision(raw) if raw is not None else None
+        except ValueError:
+            raise InvalidInputError("expected_revision", "must be a non-negative integer") from None
         return await api.write(
             request, body, lambda: writer.modify_group(group, expected_revision=expected)
         )
