@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from starlette.requests import Request
 
 from rmwatch.errors import BodyTooLargeError
@@ -13,17 +15,14 @@ instead of reading the 413 (a 2 MiB body did); reading the rest first lets the a
 Past 16 MiB the connection is cut rather than read on for a client that sends without end."""
 
 
-async def _drain(request: Request, already: int) -> None:
+async def _drain(stream: AsyncIterator[bytes], already: int) -> None:
+    # Reads on from where ``stream`` is: a second ``request.stream()`` would raise starlette's
+    # "Stream consumed" once the last chunk has arrived (a 500 instead of the 413).
     seen = already
-    try:
-        async for chunk in request.stream():
-            seen += len(chunk)
-            if seen > DRAIN_LIMIT:
-                return
-    except RuntimeError:
-        # starlette's "Stream consumed": the chunk that crossed the cap was the body's last,
-        # so there is nothing left to read (this was a 500 instead of the 413).
-        return
+    async for chunk in stream:
+        seen += len(chunk)
+        if seen > DRAIN_LIMIT:
+            return
 
 
 async def read_body(request: Request, max_body: int) -> bytes:
@@ -31,6 +30,7 @@ async def read_body(request: Request, max_body: int) -> bytes:
     buffering them: the declared length is checked first, then the bytes as they stream in
     (chunked bodies have no declared length). An oversize body is read to its end (up to
     ``DRAIN_LIMIT``) and dropped, so the client reads the 413 instead of a broken pipe."""
+    stream = request.stream()
     declared = request.headers.get("content-length")
     if (
         declared is not None
@@ -40,14 +40,14 @@ async def read_body(request: Request, max_body: int) -> bytes:
         and int(declared) > max_body
     ):
         if int(declared) <= DRAIN_LIMIT:
-            await _drain(request, 0)
+            await _drain(stream, 0)
         raise BodyTooLargeError(max_body)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > max_body:
-            await _drain(request, size)
+            await _drain(stream, size)
             raise BodyTooLargeError(max_body)
         chunks.append(chunk)
     return b"".join(chunks)
