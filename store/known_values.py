@@ -5,8 +5,8 @@ guarded by the mod_revision it read. When this writer committed the key itself, 
 a lost race, it already knows the value and its revision: planning from that saves a round trip
 and ~0.5 ms of CPU a write. It is never trusted beyond the guard: if the key moved since (a
 write by another process, a former leader's, a delete), the compare fails, the txn's failure
-branch brings the current value back (``learn``), and the write is planned again from it. So a
-stale entry costs one failed compare, never a wrong write.
+branch brings the current value back (the writer ``put``s it here), and the write is planned
+again from it. So a stale entry costs one failed compare, never a wrong write.
 """
 
 from __future__ import annotations

@@ -642,8 +642,8 @@ class Writer:
         (``KnownValues``; the guard catches a stale one), else a read. With
         ``expected_revision`` a remembered revision other than it is checked by a read (the key
         may have moved to it since)."""
-        known = self._known.get(key)
-        if known is not None and expected_revision in (None, known[1]):
+        known = self._remembered(key, expected_revision)
+        if known is not None:
             return codec.decode_settings(key, known[0]), known[1], True
         return (*self._read_settings(key, name, ks), False)
 
@@ -653,10 +653,18 @@ class Writer:
         """The controller config an update patches, its guard revision and whether it was
         remembered, as ``_settings_to_modify``."""
         key = self.layout.controller()
-        known = self._known.get(key)
-        if known is not None and expected_revision in (None, known[1]):
+        known = self._remembered(key, expected_revision)
+        if known is not None:
             return codec.decode_controller(key, known[0]), known[1], True
         return (*self.get_controller_at(), False)
+
+    def _remembered(self, key: str, expected_revision: int | None) -> tuple[bytes, int] | None:
+        """The value and revision remembered at ``key`` to plan from, or None to read: with
+        ``expected_revision``, only a remembered revision equal to it (another may be stale)."""
+        known = self._known.get(key)
+        if known is None or expected_revision not in (None, known[1]):
+            return None
+        return known
 
     def _read_settings(self, key: str, name: str, ks: int) -> tuple[ResourceGroup, int]:
         values, revs, _ = self._read_keys([key])
