@@ -307,8 +307,10 @@ class Writer:
         def lost(exc: _LostRaceError) -> WriteError | None:
             current = exc.current.get(key, 0)
             if current == 0:
-                # ``default`` exists unstored (PD's reserved defaults): planned again, the
-                # write stores it; any other group is gone.
+                # ``default`` exists unstored: PD keeps it in its cache and a modify persists
+                # it (PD: pkg/mcs/resourcemanager/server/keyspace_manager.go:209-221 and
+                # 274-291, HEAD a186e0c); planned again, the write stores it. Any other group
+                # is gone.
                 if group.name == DEFAULT_GROUP_NAME and expected_revision is None:
                     return None
                 return group_not_found(group.name)

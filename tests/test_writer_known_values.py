@@ -117,8 +117,10 @@ class TestMovedBehindItsBack:
         assert raw_get(counting, key) == (None, 0)
 
     def test_default_deleted_since_is_stored_again(self, rig: tuple[Writer, _CountingTxn]) -> None:
-        """``default`` exists unstored: deleted since, a modify stores it again (as PD does
-        with its reserved group), rather than answering not found."""
+        """``default`` exists unstored: deleted since, a modify stores it again rather than
+        answering not found, as PD does: its cache always holds the reserved group and a modify
+        persists it (PD: pkg/mcs/resourcemanager/server/keyspace_manager.go:209-221, 274-291,
+        HEAD a186e0c)."""
         writer, counting = rig
         key = writer.layout.settings("default")
         writer.modify_group(ru_group("default", fill=11))
