@@ -6,6 +6,7 @@ RmwatchError
 ├── InvalidInputError        a request value fails validation; names the field (HTTP 400)
 │   └── BodyTooLargeError    a request body over the size cap (HTTP 413)
 ├── EtcdUnavailableError     etcd did not answer within the deadline after retries
+├── EtcdClientClosedError    a call on an etcd client after its ``close()``
 ├── EtcdAuthError            etcd refused our credentials (user/password); not transient
 ├── AuthSetupError           ``rmwatch etcd-setup-auth`` could not finish a step
 ├── WriteError               a write was not applied; nothing was written
@@ -71,6 +72,10 @@ class BodyTooLargeError(InvalidInputError):
 
 class EtcdUnavailableError(RmwatchError, ConnectionError):
     """etcd did not answer within the deadline, after retrying every endpoint."""
+
+
+class EtcdClientClosedError(RmwatchError):
+    """A call on an etcd client after its ``close()``; not transient (nothing will reopen it)."""
 
 
 class EtcdAuthError(RmwatchError, PermissionError):

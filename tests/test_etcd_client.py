@@ -5,12 +5,16 @@ calls rmwatch makes through it (reads, transactions, leases, failover) work on a
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from harness import free_port
 from typing_extensions import get_protocol_members
 
+from rmwatch.errors import EtcdClientClosedError
 from rmwatch.store.etcd import (
     EtcdClient,
     EtcdConfig,
@@ -24,6 +28,7 @@ from rmwatch.store.etcd import (
     txn,
 )
 from rmwatch.store.etcd.client import Compare, Endpoint, Lease, TxnOp
+from rmwatch.store.etcd.guarded import GuardedClient
 
 
 @pytest.fixture
@@ -179,3 +184,61 @@ class TestCallsThroughTheProtocol:
             after = client.endpoint_in_use
             assert after is not None
             assert after.netloc != before.netloc
+
+
+_AFTER_CLOSE = """
+import sys
+from rmwatch.errors import EtcdClientClosedError
+from rmwatch.store.etcd import EtcdConfig, WatchSession, connect, grant_lease, txn
+used, fresh = sys.argv[1], sys.argv[2]
+client = connect(EtcdConfig.parse([used, fresh]))
+client.get(b"/closed/k")  # one member's channel used, the other never
+client.close()
+client.close()  # idempotent
+calls = {
+    "get": lambda: client.get(b"/closed/k"),
+    "range": lambda: client.get_range_response(b"/closed/", b"/closed0", limit=1),
+    "txn": lambda: txn(client, [], [client.transactions.put(b"/closed/k", b"v")]),
+    "lease": lambda: grant_lease(client, 5),
+    "watch": lambda: WatchSession(client, "/closed/", 1),
+}
+for name, call in calls.items():
+    for _ in range(2):  # the cached stubs of the used member, then a failover to the other
+        try:
+            call()
+        except EtcdClientClosedError:
+            continue
+        except BaseException as exc:
+            print(name, "raised", type(exc).__name__, exc)
+            sys.exit(1)
+        print(name, "did not raise")
+        sys.exit(1)
+print("all refused")
+"""
+
+
+class TestClose:
+    def test_every_call_after_close_raises_and_nothing_crashes(
+        self, etcd_endpoints: list[str]
+    ) -> None:
+        """After ``close`` every call raises EtcdClientClosedError, on the member already used
+        and on one never used. Without the guard, the first call that builds a stub on a
+        closed channel never used kills the interpreter (SIGSEGV in grpc 1.85's
+        ``_get_registered_call_handle``), so this runs in its own process."""
+        done = subprocess.run(
+            [sys.executable, "-c", _AFTER_CLOSE, etcd_endpoints[0], f"127.0.0.1:{free_port()}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "all refused"), done.stderr[-2000:]
+
+    def test_a_closed_client_says_so(self, etcd_endpoints: list[str]) -> None:
+        client = connect(EtcdConfig.parse(etcd_endpoints))
+        assert isinstance(client, GuardedClient)
+        assert not client.closed
+        client.close()
+        assert client.closed
+        with pytest.raises(EtcdClientClosedError, match="closed"):
+            client.get(b"/closed/k")

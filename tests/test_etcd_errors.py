@@ -4,6 +4,7 @@ other raw gRPC error raises EtcdUnavailableError saying the outcome is unknown."
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, cast
 
@@ -88,6 +89,36 @@ class TestCallWithRetry:
             call_with_retry(down, deadline=deadline, what="load page 3")
         assert time.monotonic() - started < deadline + 1.2
         assert len(calls) >= (1 if deadline == 0 else 2)
+
+    def test_a_set_stop_ends_the_retries_without_another_call(self) -> None:
+        """Set during a wait, ``stop`` cuts the wait short and no call follows it: a closing
+        replica's load must not start a call on a connection being closed."""
+        stop = threading.Event()
+        calls: list[float] = []
+
+        def down() -> int:
+            calls.append(time.monotonic())
+            if len(calls) == 3:
+                threading.Timer(0.05, stop.set).start()  # the wait after this call is 0.2-0.25 s
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+        with pytest.raises(EtcdUnavailableError, match=r"for load page 1 .*UNAVAILABLE"):
+            call_with_retry(down, deadline=30.0, what="load page 1", stop=stop)
+        assert len(calls) == 3
+        assert time.monotonic() - calls[-1] < 0.15  # the wait was cut short
+
+    def test_a_stop_set_before_the_first_wait_ends_it(self) -> None:
+        stop = threading.Event()
+        stop.set()
+        calls: list[int] = []
+
+        def down() -> int:
+            calls.append(1)
+            raise FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")
+
+        with pytest.raises(EtcdUnavailableError, match="UNAVAILABLE"):
+            call_with_retry(down, deadline=30.0, what="x", stop=stop)
+        assert calls == [1]
 
 
 class _FailingTxn:

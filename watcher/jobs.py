@@ -105,7 +105,10 @@ class Jobs:
         The worker is stopped before its channel is closed: closing a gRPC channel while
         another thread is inside ``stub.Watch(...)`` on it crashed the C core (SIGSEGV in
         cygrpc). Only a worker still stuck after 1 s (a unary call to a frozen member, with up
-        to 5 s of deadline left) gets its channel closed under it, which cancels that call.
+        to 5 s of deadline left) gets its channel closed under it, which cancels that call; its
+        retries start no call once stop is set, and a call it still makes raises
+        EtcdClientClosedError (``GuardedClient``) instead of building a stub on the closed
+        channel, the other way to crash the C core.
         """
         self.relabel.stop()
         started = time.monotonic()

@@ -11,6 +11,7 @@ fetched meanwhile, so etcd serves page n+1 while page n is decoded.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -80,6 +81,7 @@ def load_prefix(
     at_revision: int | None = None,
     on_page: Callable[[int, int], None] | None = None,
     on_kvs: Callable[[int, Sequence[tuple[str, bytes, int]]], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> LoadedPrefix:
     """Read every key under ``prefix`` at one revision (see module doc).
 
@@ -88,7 +90,8 @@ def load_prefix(
     called with each page's number (from 1) and ``(key, value, mod_revision)`` while the next
     page is fetched, and the pages are not also kept in ``kvs`` (a rebuild would hold every
     value twice); a load that starts over calls it again with page 1, after which the
-    consumer must forget the pages of the try that was abandoned.
+    consumer must forget the pages of the try that was abandoned. Once ``stop`` is set no
+    retry starts (EtcdUnavailableError at once).
     """
     start = prefix.encode()
     end = etcd_utils.prefix_range_end(start)
@@ -105,6 +108,7 @@ def load_prefix(
                 at_revision=at_revision,
                 on_page=on_page,
                 on_kvs=on_kvs,
+                stop=stop,
             )
         except grpc.RpcError as exc:
             if (
@@ -127,12 +131,14 @@ def _load_once(
     at_revision: int | None,
     on_page: Callable[[int, int], None] | None,
     on_kvs: Callable[[int, Sequence[tuple[str, bytes, int]]], None] | None,
+    stop: threading.Event | None,
 ) -> LoadedPrefix:
     pinned = {} if at_revision is None else {"revision": at_revision}
     first = call_with_retry(
         partial(_range, client, start, end, limit=page_size, **pinned),
         deadline=deadline,
         what="load page 1",
+        stop=stop,
     )
     revision = at_revision if at_revision is not None else int(first.header.revision)
     kvs: list[tuple[str, bytes, int]] = []
@@ -152,6 +158,7 @@ def _load_once(
                             limit=page_size, revision=revision),
                     deadline=deadline,
                     what=f"load page {pages + 1} at revision {revision}",
+                    stop=stop,
                 )  # fmt: skip
                 if pool is not None:
                     pending = pool.submit(fetch)
@@ -176,7 +183,13 @@ def _load_once(
     return LoadedPrefix(revision, kvs, pages, list(restarts), count)
 
 
-def store_mark(client: EtcdClient, prefix: str, *, deadline: float = 10.0) -> StoreMark:
+def store_mark(
+    client: EtcdClient,
+    prefix: str,
+    *,
+    deadline: float = 10.0,
+    stop: threading.Event | None = None,
+) -> StoreMark:
     """One range (newest mod revision first, limit 1) gives S, M and the key count at S."""
     start = prefix.encode()
     end = etcd_utils.prefix_range_end(start)
@@ -186,6 +199,7 @@ def store_mark(client: EtcdClient, prefix: str, *, deadline: float = 10.0) -> St
         ),
         deadline=deadline,
         what="read store revision",
+        stop=stop,
     )
     newest = int(response.kvs[0].mod_revision) if response.kvs else 0
     return StoreMark(int(response.header.revision), newest, int(response.count))

@@ -167,7 +167,7 @@ class SyncWorker:
         if not self._sm.caught_up and self._mark is None:
             # Taken here, not inside _load: if it fails, the retry takes it again instead of
             # streaming forever without a target to be caught up to.
-            self._mark = store_mark(self._client, self._prefix)
+            self._mark = store_mark(self._client, self._prefix, stop=self._stop)
             self._check_caught_up()
         self._stream()
 
@@ -186,7 +186,11 @@ class SyncWorker:
         # unchanged keeps its entry, not decoded again and not held twice.
         pages = PageDecoder(self._options.layout, self._published.current)
         loaded = load_prefix(
-            self._client, self._prefix, page_size=self._options.page_size, on_kvs=pages
+            self._client,
+            self._prefix,
+            page_size=self._options.page_size,
+            on_kvs=pages,
+            stop=self._stop,
         )
         for reason in loaded.restarts:
             _log.warning("load_restarted", reason=reason)

@@ -1,7 +1,8 @@
 """The etcd connection every layer above holds (``EtcdClient``), opening it, and transactions.
 
 ``EtcdClient`` is a small typed protocol of exactly the calls rmwatch makes; ``connect`` returns
-pyetcd's ``MultiEndpointEtcd3Client``, which satisfies it (a test checks every member against a
+pyetcd's ``MultiEndpointEtcd3Client`` made safe to close under other threads (``GuardedClient``),
+which satisfies it (a test checks every member against a
 real connection). The layers above take an ``EtcdClient``, so a test double or another client
 library fits in at this one seam.
 
@@ -29,6 +30,7 @@ from rmwatch.store.etcd.config import (
     channel_credentials,
     split_endpoint,
 )
+from rmwatch.store.etcd.guarded import GuardedClient
 
 
 class Compare(Protocol):
@@ -177,6 +179,10 @@ class EtcdClient(Protocol):
         """etcd's Auth service on the member in use."""
         ...
 
+    def watch_stub(self) -> tuple[Any, str]:
+        """A new Watch stub on a live member (one stream each) and that member's name."""
+        ...
+
     def get(self, key: str | bytes) -> tuple[bytes | None, KeyMeta | None]:
         """One key's value and revisions (linearizable); ``(None, None)`` when absent."""
         ...
@@ -211,7 +217,7 @@ class EtcdClient(Protocol):
         ...
 
     def close(self) -> None:
-        """Close every member's channel."""
+        """Close every member's channel; later calls raise EtcdClientClosedError."""
         ...
 
     def __enter__(self) -> Self:
@@ -256,9 +262,7 @@ def connect(config: EtcdConfig) -> EtcdClient:
     random.shuffle(order)  # spread clients over members
     endpoints = [endpoints[i] for i in order]
     auths = [auths[i] for i in order] if auths else []
-    client: EtcdClient = pyetcd.MultiEndpointEtcd3Client(
-        endpoints=endpoints, timeout=config.timeout, failover=True
-    )
+    client: EtcdClient = GuardedClient(endpoints=endpoints, timeout=config.timeout, failover=True)
     if auths:
         try:
             authenticate_first(auths, endpoints, config.user or "")

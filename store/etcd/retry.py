@@ -7,6 +7,7 @@ a member that stopped answering costs one short backoff, not the whole deadline.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,6 +19,7 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
+    stop_when_event_set,
     wait_exponential,
     wait_random,
 )
@@ -54,11 +56,14 @@ def is_transient(exc: BaseException) -> bool:
 _CONTEXT_ERRORS = ("context deadline exceeded", "context canceled")
 
 
-def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
+def call_with_retry(
+    fn: Callable[[], T], *, deadline: float, what: str, stop: threading.Event | None = None
+) -> T:
     """Run an idempotent call, retrying transient failures with backoff until ``deadline`` s.
 
     Only for calls a retry cannot apply twice: reads, and writes guarded by a compare.
-    Raises EtcdUnavailableError (naming ``what`` and the last cause) when time runs out.
+    Raises EtcdUnavailableError (naming ``what`` and the last cause) when time runs out, or
+    as soon as ``stop`` is set: a stopping thread starts no new call and cuts its wait short.
     """
     started = time.monotonic()
     # The first try runs bare: tenacity's machinery costs ~0.1 ms of CPU a call (a fifth of a
@@ -72,30 +77,63 @@ def call_with_retry(fn: Callable[[], T], *, deadline: float, what: str) -> T:
     # The first retry waits like a later one would: the failed endpoint was marked failed, and
     # an immediate second try mostly meets the same fault.
     first_wait = _FIRST_RETRY_WAIT + random.uniform(0, _FIRST_RETRY_WAIT)  # jittered, as below
-    time.sleep(max(0.0, min(first_wait, deadline - (time.monotonic() - started))))
+    sleep = _sleeper(stop)
+    sleep(max(0.0, min(first_wait, deadline - (time.monotonic() - started))))
     left = deadline - (time.monotonic() - started)
-    if left <= 0:
+    if left <= 0 or (stop is not None and stop.is_set()):
         raise EtcdUnavailableError(
-            f"etcd unavailable for {what} after {deadline:.1f}s: {describe(first)}"
+            f"etcd unavailable for {what} after {time.monotonic() - started:.1f}s: "
+            f"{describe(first)}"
         ) from first
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_delay(left),
+        stop=stop_after_delay(left)
+        if stop is None
+        else stop_after_delay(left) | stop_when_event_set(stop),
+        sleep=sleep,
         # 50 ms (the wait above) doubling to 1 s: an endpoint is retried after 0.5 s, a member
         # restart takes ~1 s.
         wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.05),
         reraise=False,
     )
+    last = [first]
+
+    def attempt() -> T:
+        # A stop set during the wait: tenacity checks ``stop`` before it, not after.
+        if stop is not None and stop.is_set():
+            raise _StoppedError
+        try:
+            return fn()
+        except Exception as exc:
+            last[0] = exc
+            raise
+
     try:
-        return retrying(fn)
-    except RetryError as exc:
-        cause = exc.last_attempt.exception()
+        return retrying(attempt)
+    except (RetryError, _StoppedError) as exc:
+        cause = exc.last_attempt.exception() if isinstance(exc, RetryError) else last[0]
         raise EtcdUnavailableError(
-            f"etcd unavailable for {what} after {deadline:.1f}s: {describe(cause)}"
+            f"etcd unavailable for {what} after {time.monotonic() - started:.1f}s: "
+            f"{describe(cause)}"
         ) from cause
 
 
 _FIRST_RETRY_WAIT = 0.05
+
+
+class _StoppedError(Exception):
+    """Raised before an attempt once the caller's stop is set (not transient: ends retrying)."""
+
+
+def _sleeper(stop: threading.Event | None) -> Callable[[float], None]:
+    """A wait that ``stop`` cuts short (plain sleep without one)."""
+    if stop is None:
+        return time.sleep
+
+    def wait(seconds: float) -> None:
+        stop.wait(seconds)
+
+    return wait
 
 
 def describe(exc: BaseException | None) -> str:

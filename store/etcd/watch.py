@@ -43,9 +43,7 @@ class WatchSession:
                 )
             )
         )
-        channel = client.channel  # picks a live endpoint first (failover), then we name it
-        self.endpoint = str(client.endpoint_in_use)
-        stub = etcdrpc.WatchStub(channel)
+        stub, self.endpoint = client.watch_stub()
         self._call = stub.Watch(
             self._request_iter(), credentials=client.call_credentials, metadata=client.metadata
         )

@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 
 import pyetcd
 
+from rmwatch.store.etcd.guarded import GuardedClient
+
 # pyetcd's Endpoint default time_retry is 300 s: after one failed RPC the endpoint is
 # blacklisted for 5 minutes, which turns a restarted member into NoServerAvailableError
 # for the rest of the test run.  0.5 s is long enough to fail over, short enough to
@@ -48,7 +50,7 @@ def make_client(
         pyetcd.Endpoint(host, port, secure=False, time_retry=time_retry)
         for host, port in map(parse_endpoint, endpoints)
     ]
-    return pyetcd.MultiEndpointEtcd3Client(eps, failover=True, timeout=timeout)
+    return GuardedClient(eps, failover=True, timeout=timeout)
 
 
 def current_revision(endpoints: Sequence[str]) -> int:
