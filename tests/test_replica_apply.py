@@ -6,12 +6,20 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from harness import etcd_items, group_bytes, wait_until
 
 from rmwatch.store.etcd import txn
 from rmwatch.store.etcd.watch import WatchSession
 from rmwatch.store.keys import KeyLayout
-from rmwatch.watcher.cache import Snapshot
+from rmwatch.store.stored_group import StoredGroup
+from rmwatch.watcher.cache import (
+    ChangeKind,
+    RawChange,
+    Snapshot,
+    apply_changes,
+    build_snapshot,
+)
 from rmwatch.watcher.replica import Replica
 
 TXNS = 6  # revisions written while the watch is held back
@@ -91,3 +99,33 @@ class TestCoalescedApply:
         assert {s.revision for s in seen} <= {first, *swaps}
         for snap in seen:
             assert snap.raw_items() == etcd_items(etcd_client, layout.prefix, snap.revision)
+
+
+class TestApplyChanges:
+    """``apply_changes`` in isolation: RawChanges and plain tuples are the same input, and the
+    events it builds are immutable (a NamedTuple since built per applied event)."""
+
+    def test_tuples_and_raw_changes_build_equal_snapshots_and_events(self) -> None:
+        layout = KeyLayout("/ac/")
+        base = build_snapshot(layout, 1, [(layout.settings("a"), group_bytes("a", 1), 1)])
+        raw = [
+            RawChange(layout.settings("a"), 2, group_bytes("a", 2)),
+            RawChange(layout.settings("b"), 2, group_bytes("b", 3)),
+            RawChange(layout.settings("a"), 3, None),
+        ]
+        snap1, events1 = apply_changes(base, 3, raw)
+        snap2, events2 = apply_changes(base, 3, [tuple(c) for c in raw])  # type: ignore[misc]
+        assert dict(snap1.entries.items()).keys() == dict(snap2.entries.items()).keys()
+        assert [e[:4] for e in events1] == [e[:4] for e in events2]
+        put, added, deleted = events1
+        assert (put.kind, put.revision, added.kind, deleted.kind) == (
+            ChangeKind.PUT, 2, ChangeKind.PUT, ChangeKind.DELETE,
+        )  # fmt: skip
+        assert put.prev_entry is base.entries.get_fast(layout.settings("a"))
+        assert deleted.prev_entry is put.entry  # a second change of a key sees the first
+        assert isinstance(put.value, StoredGroup)  # decoded on first use
+        assert put.value.name == "a"
+        assert snap1.get_group("a") is None
+        assert snap1.get_group("b") is not None
+        with pytest.raises(AttributeError):
+            put.revision = 9  # type: ignore[misc]

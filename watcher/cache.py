@@ -131,12 +131,12 @@ class ChangeKind(StrEnum):
     DELETE = "DELETE"
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeEvent:
+class ChangeEvent(NamedTuple):
     """A change delivered to listeners: from the watch, or from a rebuild's diff.
 
     ``value`` and ``prev_value`` decode on first use (a listener that only needs the key and
-    revision costs no decoding).
+    revision costs no decoding). A NamedTuple, immutable like the frozen dataclass it was but
+    built in ~0.3 us instead of ~2.3 (one per applied event, so ~2 us of a ~13 us apply).
     """
 
     kind: ChangeKind
@@ -397,9 +397,9 @@ class PageDecoder:
         return snapshot_of(self.layout, revision, self.entries)
 
 
-@dataclass(frozen=True, slots=True)
-class RawChange:
-    """One key change at a revision: a put (value bytes) or a delete (None)."""
+class RawChange(NamedTuple):
+    """One key change at a revision: a put (value bytes) or a delete (None); a NamedTuple for
+    the same reason as ``ChangeEvent``."""
 
     key: str
     revision: int
@@ -407,44 +407,56 @@ class RawChange:
 
 
 def apply_changes(
-    snapshot: Snapshot, revision: int, changes: Iterable[RawChange], *, source: str = "watch"
+    snapshot: Snapshot,
+    revision: int,
+    changes: Iterable[tuple[str, int, bytes | None]],
+    *,
+    source: str = "watch",
 ) -> tuple[Snapshot, list[ChangeEvent]]:
-    """The snapshot after ``changes`` (all of them, atomically), published at ``revision``."""
+    """The snapshot after ``changes`` (all of them, atomically), published at ``revision``.
+
+    ``changes`` are ``RawChange``s or plain ``(key, revision, value)`` tuples (the watch's
+    apply builds those: ~0.05 us each against ~0.6 for a NamedTuple's constructor).
+    """
     layout = snapshot.layout
     updates: dict[str, Entry | object] = {}
     events: list[ChangeEvent] = []
-    current = snapshot.entries
+    current = snapshot.entries.get_fast
     odd = snapshot.odd_keys
-    for change in changes:
-        previous = updates.get(change.key)
+    # The loop runs once per applied event (3-6 us at 100k keys): names bound once, events
+    # built with tuple.__new__ (0.25 us) rather than ChangeEvent's __new__ (0.6 us), enum
+    # members read once (0.16 us each).
+    new_event, put, delete = tuple.__new__, ChangeKind.PUT, ChangeKind.DELETE
+    for key, change_revision, value in changes:
+        previous = updates.get(key)
         if previous is None:
-            previous = current.get_fast(change.key)
+            previous = current(key)
         prev_entry = previous if isinstance(previous, Entry) else None
-        if change.value is None:
-            updates[change.key] = TOMBSTONE
-            if change.key in odd:
-                odd = odd - {change.key}
+        if value is None:
+            updates[key] = TOMBSTONE
+            if key in odd:
+                odd = odd - {key}
             parsed = prev_entry.parsed if prev_entry is not None else None
             events.append(
-                ChangeEvent(
-                    ChangeKind.DELETE, change.key, change.revision, parsed, None, prev_entry, source
+                new_event(
+                    ChangeEvent,
+                    (delete, key, change_revision, parsed, None, prev_entry, source),
                 )
             )
             continue
         if prev_entry is not None and prev_entry.parsed is not None:
             # Same key, same parse: an update skips parsing its key again.
-            entry = Entry(change.key, change.value, change.revision, prev_entry.parsed)
+            entry = Entry(key, value, change_revision, prev_entry.parsed)
         else:
-            entry = make_entry(layout, change.key, change.value, change.revision)
-        updates[change.key] = entry
-        if _is_odd(entry) and change.key not in odd:
-            odd = odd | {change.key}
+            entry = make_entry(layout, key, value, change_revision)
+        updates[key] = entry
+        parsed = entry.parsed
+        if parsed is not None and not parsed.canonical and key not in odd:
+            odd = odd | {key}
         events.append(
-            ChangeEvent(
-                ChangeKind.PUT, change.key, change.revision, entry.parsed, entry, prev_entry, source
-            )
+            new_event(ChangeEvent, (put, key, change_revision, parsed, entry, prev_entry, source))
         )
-    entries = current.updated(updates)  # type: ignore[arg-type]
+    entries = snapshot.entries.updated(updates)  # type: ignore[arg-type]
     return Snapshot(layout, revision, entries, odd_keys=odd), events
 
 

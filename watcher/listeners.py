@@ -95,8 +95,11 @@ class Listeners:
     def deliver(self, events: Iterable[ChangeEvent]) -> None:
         """Call every listener for every event, in order; an exception is logged and counted,
         and never stops the others."""
+        callbacks = self._callbacks
+        if not callbacks:
+            return  # a catch-up response holds thousands of events
         for event in events:
-            for callback in self._callbacks:
+            for callback in callbacks:
                 try:
                     callback(event)
                 except Exception:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 
 from rmwatch._logging import get_logger
-from rmwatch.watcher.cache import BadValue, Entry, Snapshot
+from rmwatch.watcher.cache import BadValue, ChangeEvent, Entry, Snapshot
 from rmwatch.watcher.gc_control import HeapFreezer, gc_paused
 from rmwatch.watcher.metrics import ReplicaMetrics
 
@@ -51,7 +51,7 @@ class Validator:
         self._freeze_heap = freeze_heap
         self._since_freeze = 0  # entries decoded since the last refreeze
         self._metrics = metrics
-        self._queue: queue.SimpleQueue[tuple[str, Entry | None]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Sequence[ChangeEvent]] = queue.SimpleQueue()
         self._bad: dict[str, BadValue] = {}
         self._lock = threading.Lock()
         self._queued = 0  # written by the submitting (worker) thread only
@@ -74,13 +74,12 @@ class Validator:
             self._metrics.decode_errors.inc()
             _log.warning("bad_value_found", key=key, revision=bad.revision, error=bad.error)
 
-    def submit(self, items: Iterable[tuple[str, Entry | None]]) -> None:
-        """Queue (key, entry) pairs; None is a delete (it clears the key's record)."""
-        count = 0
-        for item in items:
-            self._queue.put(item)
-            count += 1
-        self._queued += count
+    def submit(self, events: Sequence[ChangeEvent]) -> None:
+        """Queue one applied response's events, as one item (one put, not one per event); a
+        delete (no entry) clears the key's record."""
+        if events:
+            self._queue.put(events)
+            self._queued += len(events)
 
     @property
     def pending(self) -> int:
@@ -96,19 +95,19 @@ class Validator:
         """The thread's loop, until ``stop`` is set."""
         while not stop.is_set():
             try:
-                batch = [self._queue.get(timeout=0.2)]
+                batch = list(self._queue.get(timeout=0.2))
             except queue.Empty:
                 continue
             while len(batch) < _BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.extend(self._queue.get_nowait())
                 except queue.Empty:
                     break
             for start in range(0, len(batch), _SLICE):
                 self._yield_to_apply(stop)
                 with gc_paused():
-                    for key, entry in batch[start : start + _SLICE]:
-                        self._check(key, entry)
+                    for event in batch[start : start + _SLICE]:
+                        self._check(event.key, event.entry)
                 # Hand the GIL over after each slice (32 decodes, ~0.4 ms): the sync worker,
                 # woken by the next watch response, gets it then instead of waiting up to the
                 # interpreter's 5 ms switch interval (once per decode switched more than it
