@@ -30,10 +30,11 @@ TEST_MIN_REVISION_TIMEOUT = 1.0
 
 
 @contextmanager
-def serve(app: Any, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn (lifespan on) in a thread; yield its base URL; stop it."""
+def serve(app: Any, port: int | None = None, **options: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn (lifespan on) in a thread; yield its base URL; stop it.
+    ``options`` go to ``uvicorn.Config`` (e.g. ``http=`` a protocol class)."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

@@ -255,6 +255,15 @@ class Replica:
 
     def snapshot(self, *, min_revision: int | None = None, timeout: float = 5.0) -> Snapshot:
         """The current immutable snapshot (every read from it is at one revision)."""
+        published = self._published
+        snap = published.current
+        if (
+            min_revision is None
+            and self._sm.may_serve
+            and snap is not None
+            and _monotonic() - published.confirmed_at <= self.max_staleness
+        ):
+            return snap  # the hot path, as in get_group: no not-ready reason to build
         if min_revision is not None and self.revision < min_revision:
             self.wait_for_revision(min_revision, timeout)
         reason = self.not_ready_reason()

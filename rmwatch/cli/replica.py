@@ -50,6 +50,7 @@ from rmwatch.cli.options import (
 )
 from rmwatch.grpc import GrpcServer, serve_replica
 from rmwatch.grpc.metastorage import DEFAULT_PROGRESS_INTERVAL
+from rmwatch.http.fast_lane import lane_protocol
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
 from rmwatch.http.server_drain import ServerDrain as DrainState
 from rmwatch.http.sidecar_app import DEFAULT_MIN_REVISION_TIMEOUT, create_sidecar_app
@@ -282,9 +283,13 @@ def run(args: argparse.Namespace) -> int:
         forward_timeout=settings.forward_timeout,
         drain=drain,
     )
+    options = server_options()
+    if options["http"] == "httptools":
+        # The group GET answered inside the protocol (rmwatch.http.fast_lane), the rest as usual.
+        options["http"] = lane_protocol(app.state.fast_lane) or "httptools"
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=int(settings.shutdown_timeout),
-                            **server_options())  # fmt: skip
+                            **options)  # fmt: skip
     try:
         grpc_server = _serve_grpc(settings, replica, layout.cluster_id)
     except (ValueError, OSError, TimeoutError) as exc:

@@ -92,42 +92,43 @@ class GroupBodies:
         return body
 
 
-class FastGroupRead:
-    """ASGI middleware: the plain group GET answered here (see the module doc).
+class GroupReads:
+    """The plain group GET answered from the replica's snapshot (see the module doc), for the
+    ASGI middleware below and the sidecar's HTTP fast lane (``rmwatch.http.fast_lane``).
 
     Args:
-        app: the wrapped app, which answers everything this does not take.
         replica: the replica whose snapshots answer.
         route: the routed handler's route object, put in ``scope["route"]`` so the request
             tracker labels a fast answer like a routed one.
         body_cache_bytes: the remembered bodies' budget (``GroupBodies``).
     """
 
-    _PREFIX = PREFIX + "/config/group/"
+    PREFIX = PREFIX + "/config/group/"
     _FAST_KEYS = frozenset({"with_stats", "keyspace_id"})
 
-    def __init__(self, app: ASGIApp, *, replica: Replica, route: Any,
+    def __init__(self, *, replica: Replica, route: Any,
                  body_cache_bytes: int = BODY_CACHE_BYTES) -> None:  # fmt: skip
-        self.app = app
         self.replica = replica
         self.route = route
+        self.route_path: str = route.path
         self.bodies = GroupBodies(body_cache_bytes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
-            path: str = scope["path"]
-            if path.startswith(self._PREFIX):
-                answer = self._answer(path[len(self._PREFIX) :], scope["query_string"])
-                if answer is not None:
-                    scope["route"] = self.route
-                    body, headers = answer
-                    await send({"type": "http.response.start", "status": 200,
-                                "headers": headers})  # fmt: skip
-                    await send({"type": "http.response.body", "body": body})
-                    return
-        await self.app(scope, receive, send)
+    def answer(self, name: str, query: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+        """The body and headers for group ``name`` (the path's part after ``PREFIX``) and the
+        raw query string, or None when the routed handler must answer."""
+        found = self.lookup(name, query)
+        if found is None:
+            return None
+        body, revision, age = found
+        return body, [  # JSONResponse's headers, in its order
+            (b"x-revision", str(revision).encode()),
+            (b"x-revision-age", f"{age:.3f}".encode()),
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", b"application/json"),
+        ]
 
-    def _answer(self, name: str, query: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
+    def lookup(self, name: str, query: bytes) -> tuple[bytes, int, float] | None:
+        """(body, revision, the replica's age) for ``answer``'s request, or None."""
         if not name or "/" in name:
             return None
         keyspace = NULL_KEYSPACE_ID
@@ -152,12 +153,30 @@ class FastGroupRead:
         if group is None:
             return None
         body = self.bodies.body(name, keyspace, stats, group, snap.get_states(name, keyspace))
-        return body, [  # JSONResponse's headers, in its order
-            (b"x-revision", str(snap.revision).encode()),
-            (b"x-revision-age", f"{replica.age():.3f}".encode()),
-            (b"content-length", str(len(body)).encode()),
-            (b"content-type", b"application/json"),
-        ]
+        return body, snap.revision, replica.age()
 
 
-__all__ = ["BODY_CACHE_BYTES", "GROUP_ROUTE", "FastGroupRead", "GroupBodies"]
+class FastGroupRead:
+    """ASGI middleware: the plain group GET answered by ``reads``, the rest by ``app``."""
+
+    def __init__(self, app: ASGIApp, *, reads: GroupReads) -> None:
+        self.app = app
+        self.reads = reads
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            path: str = scope["path"]
+            reads = self.reads
+            if path.startswith(reads.PREFIX):
+                answer = reads.answer(path[len(reads.PREFIX) :], scope["query_string"])
+                if answer is not None:
+                    scope["route"] = reads.route
+                    body, headers = answer
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": headers})  # fmt: skip
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+
+__all__ = ["BODY_CACHE_BYTES", "GROUP_ROUTE", "FastGroupRead", "GroupBodies", "GroupReads"]

@@ -39,12 +39,18 @@ from rmwatch.http import pdjson
 from rmwatch.http import service_limit as limits
 from rmwatch.http.app_options import APP_OPTIONS
 from rmwatch.http.errors import Refusal, error_response
-from rmwatch.http.fast_group_read import BODY_CACHE_BYTES, GROUP_ROUTE, FastGroupRead
+from rmwatch.http.fast_group_read import (
+    BODY_CACHE_BYTES,
+    GROUP_ROUTE,
+    FastGroupRead,
+    GroupReads,
+)
+from rmwatch.http.fast_lane import FastLane
 from rmwatch.http.forbidden_forward import FORBIDDEN_FORWARD_HEADER, ForbiddenForwardGuard
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
 from rmwatch.http.gojson import GoJSONResponse
 from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
-from rmwatch.http.metrics import RequestTracker, SidecarMetrics, render
+from rmwatch.http.metrics import RequestTracker, RouteCounters, SidecarMetrics, render
 from rmwatch.http.pd import PREFIX, text, with_stats
 from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.server_drain import ServerDrain
@@ -198,11 +204,15 @@ def create_sidecar_app(
     _probe_routes(app, replica, drain, metrics, forwarder)
     # Innermost first: the fast group read sits inside the guard and the request tracker, so
     # a fast answer is refused, drained and counted exactly like a routed one.
-    group_route = _route_of(router, GROUP_ROUTE, "GET")
-    app.add_middleware(FastGroupRead, replica=replica, route=group_route,
-                       body_cache_bytes=body_cache_bytes)  # fmt: skip
+    group_reads = GroupReads(replica=replica, route=_route_of(router, GROUP_ROUTE, "GET"),
+                             body_cache_bytes=body_cache_bytes)  # fmt: skip
+    counters = RouteCounters(metrics)
+    app.add_middleware(FastGroupRead, reads=group_reads)
     app.add_middleware(ForbiddenForwardGuard, stamp=reads.refused)
-    app.add_middleware(RequestTracker, metrics=metrics, drain=drain)  # outermost: sees all
+    app.add_middleware(RequestTracker, metrics=metrics, drain=drain, counters=counters)
+    # The same answers, counted the same way, from inside uvicorn's protocol when the server
+    # runs it (rmwatch.http.fast_lane; the CLI passes ``lane_protocol(app.state.fast_lane)``).
+    app.state.fast_lane = FastLane(reads=group_reads, counters=counters, drain=drain)
     return app
 
 
