@@ -3,12 +3,14 @@ JSON built from the full model, for any group PD accepts, with and without state
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_codec_fast import messages
 
 from rmwatch.http.fast_group_read import GroupBodies
-from rmwatch.http.pdjson import group_json
+from rmwatch.http.pdjson import group_json, omit_zero
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.codec import decode_stored_group, stored_group
 from rmwatch.store.models import Consumption, GroupStates, TokenState, default_group
@@ -52,3 +54,49 @@ class TestSameJsonAsTheModel:
                 assert group_json(stored, None, with_stats=stats) == group_json(
                     default_group(keyspace), None, with_stats=stats
                 )
+
+
+def _omit_zero_by_comparison(value: Any) -> Any:
+    """The rule spelled as PD's zero values compared one by one (``omit_zero``'s oracle)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if isinstance(item, dict):
+                out[key] = _omit_zero_by_comparison(item)
+            elif item not in (None, 0, 0.0, "", False) and item not in ([], ()):
+                whole = isinstance(item, float) and item.is_integer() and abs(item) < 1e21
+                out[key] = list(item) if isinstance(item, tuple) else int(item) if whole else item
+        return out
+    return value
+
+
+_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=3)
+)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner, inner)
+        | st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+class TestOmitZero:
+    @settings(max_examples=500, deadline=None)
+    @given(value=st.dictionaries(st.text(max_size=3), _JSON, max_size=5))
+    def test_one_truth_test_drops_exactly_the_zero_values(self, value: dict[str, Any]) -> None:
+        """For JSON's types (and tuples) the falsy values are exactly the zeros PD omits:
+        ``-0.0`` and ``0.0``, ``0``, ``False``, ``""``, ``None``, ``[]`` and ``()``."""
+        ours = omit_zero(value)
+        assert ours == _omit_zero_by_comparison(value)
+        assert _types(ours) == _types(_omit_zero_by_comparison(value))
+
+
+def _types(value: Any) -> Any:
+    # == says 1 == 1.0 == True: compare the types too (Go prints them differently).
+    if isinstance(value, dict):
+        return {k: _types(v) for k, v in value.items()}
+    return type(value).__name__

@@ -49,6 +49,18 @@ class TestSettings:
         again = settings_from_args(build_parser().parse_args(["replica", "--forward"]))
         assert again.forward is True
 
+    def test_body_cache_budget(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """64 MiB by default, ``--body-cache-mib`` or RMWATCH_BODY_CACHE_MIB otherwise; a
+        negative budget is refused."""
+        default = settings_from_args(build_parser().parse_args(["replica"]))
+        assert default.body_cache_mib == 64.0
+        monkeypatch.setenv("RMWATCH_BODY_CACHE_MIB", "8")
+        assert settings_from_args(build_parser().parse_args(["replica"])).body_cache_mib == 8.0
+        flag = build_parser().parse_args(["replica", "--body-cache-mib", "0.5"])
+        assert settings_from_args(flag).body_cache_mib == 0.5
+        with pytest.raises(ValueError, match="body_cache_mib"):
+            settings_from_args(build_parser().parse_args(["replica", "--body-cache-mib", "-1"]))
+
     def test_grpc_options(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """gRPC is off by default; RMWATCH_GRPC_LISTEN turns it on, --grpc-listen wins, and
         the watch options have their defaults until given."""

@@ -50,6 +50,7 @@ from rmwatch.cli.options import (
 )
 from rmwatch.grpc import GrpcServer, serve_replica
 from rmwatch.grpc.metastorage import DEFAULT_PROGRESS_INTERVAL
+from rmwatch.http.fast_group_read import BODY_CACHE_BYTES
 from rmwatch.http.fast_lane import lane_protocol
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT
 from rmwatch.http.server_drain import ServerDrain as DrainState
@@ -87,6 +88,8 @@ class ReplicaSettings(ServeOptions):
     grpc_history_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1)
     grpc_watch_buffer: int = Field(default=DEFAULT_MAX_BUFFER, ge=1)
     grpc_progress_interval: float = Field(default=DEFAULT_PROGRESS_INTERVAL, gt=0)
+    # The group GET's remembered JSON bodies (rmwatch.http.fast_group_read.BODY_CACHE_BYTES).
+    body_cache_mib: float = Field(default=BODY_CACHE_BYTES / 2**20, ge=0)
 
     def host_port(self) -> tuple[str, int]:
         """``listen`` split into host and port (``:8081`` means every interface)."""
@@ -96,7 +99,7 @@ class ReplicaSettings(ServeOptions):
 _FLAGS = ("etcd", "listen", "writer_url", "forward", "max_staleness", "min_revision_timeout",
           "forward_timeout", "drain_seconds", "shutdown_timeout", "etcd_timeout",
           "grpc_history_events", "grpc_history_bytes", "grpc_watch_buffer",
-          "grpc_progress_interval", *LAYOUT_FLAGS, *GRPC_FLAGS, *COMMON_FLAGS,
+          "grpc_progress_interval", "body_cache_mib", *LAYOUT_FLAGS, *GRPC_FLAGS, *COMMON_FLAGS,
           *ETCD_AUTH_FLAGS)  # fmt: skip
 
 
@@ -115,6 +118,12 @@ def register(subparsers: Any) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="forward writes to the writer leader (--no-forward: answer 403)",
+    )
+    parser.add_argument(
+        "--body-cache-mib",
+        type=float,
+        help="MiB of remembered group GET bodies, least recently used dropped first "
+        f"({BODY_CACHE_BYTES // 2**20}; 0 encodes every answer)",
     )
     parser.add_argument(
         "--max-staleness",
@@ -282,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         min_revision_timeout=settings.min_revision_timeout,
         forward_timeout=settings.forward_timeout,
         drain=drain,
+        body_cache_bytes=int(settings.body_cache_mib * 2**20),
     )
     options = server_options()
     if options["http"] == "httptools":
