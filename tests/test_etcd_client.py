@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from harness import free_port
 from typing_extensions import get_protocol_members
 
 from rmwatch.errors import EtcdClientClosedError
@@ -217,6 +216,12 @@ print("all refused")
 """
 
 
+def _two_names(endpoint: str) -> list[str]:
+    """Two names of one member: a first call succeeds on either, the other's channel is then
+    never used."""
+    return [endpoint, endpoint.replace("127.0.0.1", "localhost")]
+
+
 class TestClose:
     def test_every_call_after_close_raises_and_nothing_crashes(
         self, etcd_endpoints: list[str]
@@ -226,7 +231,7 @@ class TestClose:
         closed channel never used kills the interpreter (SIGSEGV in grpc 1.85's
         ``_get_registered_call_handle``), so this runs in its own process."""
         done = subprocess.run(
-            [sys.executable, "-c", _AFTER_CLOSE, etcd_endpoints[0], f"127.0.0.1:{free_port()}"],
+            [sys.executable, "-c", _AFTER_CLOSE, *_two_names(etcd_endpoints[0])],
             capture_output=True,
             text=True,
             timeout=60,
