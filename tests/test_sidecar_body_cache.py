@@ -15,6 +15,7 @@ import pytest
 from harness import put_group
 from sidecar_support import API, layout, replica, serve
 
+from rmwatch.http import fast_group_read
 from rmwatch.http.fast_group_read import ENTRY_OVERHEAD, GroupBodies
 from rmwatch.http.sidecar_app import create_sidecar_app
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
@@ -63,6 +64,23 @@ class TestGroupBodies:
         assert 4 <= len(bodies) <= 5
         name = next(iter(groups))
         assert bodies.body(name, NULL_KEYSPACE_ID, False, groups[name], None) == first[name]
+
+    def test_on_added_runs_once_per_batch_of_new_bodies(
+        self, replica: Replica, etcd_client: Any, layout: KeyLayout, monkeypatch: Any
+    ) -> None:
+        """``on_added`` (the sidecar's heap refreeze) runs after every ``ADDED_BATCH`` bodies
+        encoded, not on a body served from memory."""
+        monkeypatch.setattr(fast_group_read, "ADDED_BATCH", 2)
+        groups = _groups(replica, _seed(etcd_client, layout, replica))
+        calls: list[int] = []
+        bodies = GroupBodies(on_added=lambda: calls.append(len(bodies)))
+        names = list(groups)[:5]
+        for name in names:
+            bodies.body(name, NULL_KEYSPACE_ID, False, groups[name], None)
+        assert calls == [2, 4]
+        for name in names:  # all remembered: nothing added
+            bodies.body(name, NULL_KEYSPACE_ID, False, groups[name], None)
+        assert calls == [2, 4]
 
     def test_a_recently_read_body_outlives_colder_ones(
         self, replica: Replica, etcd_client: Any, layout: KeyLayout
