@@ -196,11 +196,13 @@ class Snapshot:
     # ``{prefix}settings/``: the legacy group key is this plus the name (the read hot path
     # concatenates instead of formatting through the layout).
     _settings_key: str = field(init=False, compare=False, repr=False)
+    _states_key: str = field(init=False, compare=False, repr=False)  # ``{prefix}states/``
 
     def __post_init__(self) -> None:
         if not self.events_through:
             object.__setattr__(self, "events_through", self.revision)
         object.__setattr__(self, "_settings_key", self.layout.prefix + "settings/")
+        object.__setattr__(self, "_states_key", self.layout.prefix + "states/")
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -258,8 +260,13 @@ class Snapshot:
 
     def get_states(self, name: str, keyspace_id: int = NULL_KEYSPACE_ID) -> GroupStates | None:
         """A group's running states, with the same precedence as ``get_group``."""
-        key = self.layout.states(name, keyspace_id)
-        value = self._resolved(KeyKind.STATES, keyspace_id, name, key)
+        if not self.odd_keys and keyspace_id == NULL_KEYSPACE_ID:
+            # The hot path, as get_group's (every sidecar group GET asks for the states too).
+            entry = self.entries.get_fast(self._states_key + name)
+            value = None if entry is None else (entry._value if entry._done else entry.value)
+        else:
+            key = self.layout.states(name, keyspace_id)
+            value = self._resolved(KeyKind.STATES, keyspace_id, name, key)
         return value if isinstance(value, GroupStates) else None
 
     def list_groups(self, keyspace_id: int = NULL_KEYSPACE_ID) -> tuple[StoredGroup, ...]:

@@ -8,7 +8,7 @@ renders both registries one after the other, which is valid Prometheus text.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -51,6 +51,8 @@ class SidecarMetrics:
             buckets=_WAIT_BUCKETS,
             registry=r,
         )
+        # Called before /metrics renders: recorders that batch (the fast lane) flush here.
+        self.before_render: list[Callable[[], None]] = []
         self.forwarded = Counter(
             "rmwatch_sidecar_forwarded_writes",
             "Writes sent to the writer leader, by outcome (answered, refused, no_leader, "
@@ -76,14 +78,25 @@ class RouteCounters:
 
     def record(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answered request and its latency."""
+        counter, histogram = self._children_of(method, route, status)
+        counter.inc()
+        histogram.observe(seconds)
+
+    def record_many(self, method: str, route: str, status: int, seconds: list[float]) -> None:
+        """Count answered requests and their latencies at once."""
+        counter, histogram = self._children_of(method, route, status)
+        counter.inc(len(seconds))
+        for each in seconds:
+            histogram.observe(each)
+
+    def _children_of(self, method: str, route: str, status: int) -> tuple[Counter, Histogram]:
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:
             children = (self.metrics.requests.labels(method, route, str(status)),
                         self.metrics.latency.labels(method, route))  # fmt: skip
             self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        return children
 
 
 class RequestTracker:

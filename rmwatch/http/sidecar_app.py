@@ -349,6 +349,8 @@ def _probe_routes(
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text: the replica's metrics, then the sidecar's HTTP metrics."""
+        for flush in metrics.before_render:
+            flush()
         text = render([replica.metrics.registry, metrics.registry])
         return Response(text, media_type=CONTENT_TYPE_LATEST)
 
