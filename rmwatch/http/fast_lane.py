@@ -18,10 +18,9 @@ as ``RequestTracker`` has uvicorn do.
 
 The protocol subclasses uvicorn's ``HttpToolsProtocol`` and relies on five of its members
 (``on_message_begin``, ``on_headers_complete``, ``on_body``, ``on_message_complete``,
-``on_response_complete``) and its
-per-connection state (``parser``, ``url``, ``headers``, ``cycle``, ``pipeline``, ``transport``,
-``server_state``, ``on_response_complete``); ``lane_protocol`` checks they exist and returns
-None otherwise, and the sidecar then runs plain httptools.
+``on_response_complete``) and its per-connection state (``parser``, ``url``, ``headers``,
+``cycle``, ``pipeline``, ``transport``, ``server_state``); ``lane_protocol`` checks the members
+exist and returns None otherwise, and the sidecar then runs plain httptools.
 """
 
 from __future__ import annotations
