@@ -201,6 +201,8 @@ def merge_previous(latest: Path, results: dict[str, Any], extra: dict[str, Any],
     if previous.get("meta", {}).get("smoke"):
         return {}
     date = previous.get("meta", {}).get("date", "?")
+    # A figure the previous file had itself kept from an earlier run keeps that run's date.
+    earlier: dict[str, str] = previous.get("meta", {}).get("merged_from_previous_run", {})
     merged: dict[str, str] = {}
     skipped = {"replica", *PHASE_FIGURES} - phases
     others = {pid for ids in PHASE_FIGURES.values() for pid in ids}
@@ -215,7 +217,7 @@ def merge_previous(latest: Path, results: dict[str, Any], extra: dict[str, Any],
         for pid in ids:
             if pid in previous.get("results", {}) and pid not in results:
                 results[pid] = previous["results"][pid]
-                merged[pid] = date
+                merged[pid] = earlier.get(pid, date)
     return merged
 
 
