@@ -96,6 +96,14 @@ class _Reader:
         return not self._fill() and not self.buffer
 
 
+def _status(address: str, request: bytes) -> str:
+    """The status code of the answer to ``request`` on a fresh connection."""
+    with _connect(address) as sock:
+        sock.sendall(request)
+        status, _, _ = _Reader(sock).response()
+    return status.split()[1]
+
+
 def _stable(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     # The date and the replica's age change between two answers; names and order must not.
     return [(n, "*" if n in ("date", "x-revision-age") else v) for n, v in headers]
@@ -178,11 +186,8 @@ class TestLeftToTheApp:
         self, served: tuple[str, _Lane, Replica]
     ) -> None:
         address, lane, _ = served
-        with _connect(address) as sock:
-            reader = _Reader(sock)
-            sock.sendall(_request(GROUP, headers="X-Forbidden-Forward-To-Microservice: true\r\n"))
-            status, _, _ = reader.response()
-        assert status.split()[1] == "404"
+        forbidden = "X-Forbidden-Forward-To-Microservice: true\r\n"
+        assert _status(address, _request(GROUP, headers=forbidden)) == "404"
         assert lane.answered == 0
 
     def test_a_replica_not_ready_is_answered_503_by_the_app(
@@ -190,11 +195,7 @@ class TestLeftToTheApp:
     ) -> None:
         address, lane, replica = served
         replica.close()
-        with _connect(address) as sock:
-            reader = _Reader(sock)
-            sock.sendall(_request(GROUP))
-            status, _, _ = reader.response()
-        assert status.split()[1] == "503"
+        assert _status(address, _request(GROUP)) == "503"
         assert lane.answered == 0
 
     def test_lane_answers_are_counted_in_the_request_metrics(

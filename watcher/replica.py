@@ -263,7 +263,7 @@ class Replica:
             and snap is not None
             and _monotonic() - published.confirmed_at <= self.max_staleness
         ):
-            return snap  # the hot path, as in get_group: no not-ready reason to build
+            return snap  # the read hot path: no not-ready reason to build
         if min_revision is not None and self.revision < min_revision:
             self.wait_for_revision(min_revision, timeout)
         reason = self.not_ready_reason()
@@ -283,19 +283,9 @@ class Replica:
         timeout: float = 5.0,
     ) -> Versioned[StoredGroup | None]:
         """A group's settings (None if absent) and the revision read at."""
-        published = self._published
-        snap = published.current
-        if (
-            min_revision is None
-            and self._sm.may_serve
-            and snap is not None
-            and _monotonic() - published.confirmed_at <= self.max_staleness
-        ):
-            # The hot path: the same answer as snapshot() gives when ready, without building
-            # the not-ready reason; tuple.__new__ skips the generic NamedTuple's __new__.
-            return _versioned(Versioned, (snap.get_group(name, keyspace_id), snap.revision))
         snap = self.snapshot(min_revision=min_revision, timeout=timeout)
-        return Versioned(snap.get_group(name, keyspace_id), snap.revision)
+        # tuple.__new__ skips the generic NamedTuple's __new__ (~0.6 us on the read hot path).
+        return _versioned(Versioned, (snap.get_group(name, keyspace_id), snap.revision))
 
     def list_groups(
         self,

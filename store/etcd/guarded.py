@@ -24,6 +24,15 @@ from rmwatch.errors import EtcdClientClosedError
 S = TypeVar("S")
 
 
+def _stub(name: str, factory: Callable[[grpc.Channel], Any], doc: str) -> Any:
+    """A property giving the cached stub ``name`` (built by ``factory`` under the guard)."""
+
+    def get(self: GuardedClient) -> Any:
+        return self._cached(name, factory)
+
+    return property(get, doc=doc)
+
+
 class GuardedClient(pyetcd.MultiEndpointEtcd3Client):  # type: ignore[misc]
     """``MultiEndpointEtcd3Client`` whose stubs are never built on a closed channel."""
 
@@ -46,30 +55,11 @@ class GuardedClient(pyetcd.MultiEndpointEtcd3Client):  # type: ignore[misc]
         if self._closed:
             raise EtcdClientClosedError("the etcd client is closed")
 
-    @property
-    def kvstub(self) -> Any:
-        """etcd's KV service on the member in use."""
-        return self._cached("kvstub", etcdrpc.KVStub)
-
-    @property
-    def leasestub(self) -> Any:
-        """etcd's Lease service on the member in use."""
-        return self._cached("leasestub", etcdrpc.LeaseStub)
-
-    @property
-    def authstub(self) -> Any:
-        """etcd's Auth service on the member in use."""
-        return self._cached("authstub", etcdrpc.AuthStub)
-
-    @property
-    def clusterstub(self) -> Any:
-        """etcd's Cluster service on the member in use."""
-        return self._cached("clusterstub", etcdrpc.ClusterStub)
-
-    @property
-    def maintenancestub(self) -> Any:
-        """etcd's Maintenance service on the member in use."""
-        return self._cached("maintenancestub", etcdrpc.MaintenanceStub)
+    kvstub = _stub("kvstub", etcdrpc.KVStub, "etcd's KV service on the member in use.")
+    leasestub = _stub("leasestub", etcdrpc.LeaseStub, "etcd's Lease service on the member in use.")
+    authstub = _stub("authstub", etcdrpc.AuthStub, "etcd's Auth service on the member in use.")
+    clusterstub = _stub("clusterstub", etcdrpc.ClusterStub, "etcd's Cluster service.")
+    maintenancestub = _stub("maintenancestub", etcdrpc.MaintenanceStub, "etcd's Maintenance.")
 
     def watch_stub(self) -> tuple[Any, str]:
         """A new Watch stub on a live member (one stream each) and that member's name."""
