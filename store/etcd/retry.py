@@ -19,7 +19,6 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_delay,
-    stop_when_event_set,
     wait_exponential,
     wait_random,
 )
@@ -79,27 +78,21 @@ def call_with_retry(
     first_wait = _FIRST_RETRY_WAIT + random.uniform(0, _FIRST_RETRY_WAIT)  # jittered, as below
     sleep = _sleeper(stop)
     sleep(max(0.0, min(first_wait, deadline - (time.monotonic() - started))))
-    left = deadline - (time.monotonic() - started)
-    if left <= 0 or (stop is not None and stop.is_set()):
-        raise EtcdUnavailableError(
+    last = [first]  # the latest failure, the cause named when retrying ends
+
+    def unavailable() -> EtcdUnavailableError:
+        return EtcdUnavailableError(
             f"etcd unavailable for {what} after {time.monotonic() - started:.1f}s: "
-            f"{describe(first)}"
-        ) from first
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        stop=stop_after_delay(left)
-        if stop is None
-        else stop_after_delay(left) | stop_when_event_set(stop),
-        sleep=sleep,
-        # 50 ms (the wait above) doubling to 1 s: an endpoint is retried after 0.5 s, a member
-        # restart takes ~1 s.
-        wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.05),
-        reraise=False,
-    )
-    last = [first]
+            f"{describe(last[0])}"
+        )
+
+    left = deadline - (time.monotonic() - started)
+    if left <= 0:
+        raise unavailable() from first
 
     def attempt() -> T:
-        # A stop set during the wait: tenacity checks ``stop`` before it, not after.
+        # Checked before every attempt, so a stop set during a wait (which it cuts short)
+        # starts no call.
         if stop is not None and stop.is_set():
             raise _StoppedError
         try:
@@ -108,14 +101,19 @@ def call_with_retry(
             last[0] = exc
             raise
 
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_delay(left),
+        sleep=sleep,
+        # 50 ms (the wait above) doubling to 1 s: an endpoint is retried after 0.5 s, a member
+        # restart takes ~1 s.
+        wait=wait_exponential(multiplier=0.1, max=1.0) + wait_random(0, 0.05),
+        reraise=False,
+    )
     try:
         return retrying(attempt)
-    except (RetryError, _StoppedError) as exc:
-        cause = exc.last_attempt.exception() if isinstance(exc, RetryError) else last[0]
-        raise EtcdUnavailableError(
-            f"etcd unavailable for {what} after {time.monotonic() - started:.1f}s: "
-            f"{describe(cause)}"
-        ) from cause
+    except (RetryError, _StoppedError):
+        raise unavailable() from last[0]
 
 
 _FIRST_RETRY_WAIT = 0.05
