@@ -200,6 +200,7 @@ calls = {
     "txn": lambda: txn(client, [], [client.transactions.put(b"/closed/k", b"v")]),
     "lease": lambda: grant_lease(client, 5),
     "watch": lambda: WatchSession(client, "/closed/", 1),
+    "pyetcd's watcher": client.get_watcher,
 }
 for name, call in calls.items():
     for _ in range(2):  # the cached stubs of the used member, then a failover to the other

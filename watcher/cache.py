@@ -458,7 +458,7 @@ def apply_changes(
             entry = make_entry(layout, key, value, change_revision)
         updates[key] = entry
         parsed = entry.parsed
-        if parsed is not None and not parsed.canonical and key not in odd:
+        if parsed is not None and not parsed.canonical and key not in odd:  # _is_odd, inlined
             odd = odd | {key}
         events.append(
             new_event(ChangeEvent, (put, key, change_revision, parsed, entry, prev_entry, source))

@@ -103,18 +103,11 @@ class RequestTracker:
     """ASGI middleware: counts each request by route template and code, tracks in-flight
     requests for the drain, and asks clients to close the connection while draining."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        metrics: SidecarMetrics,
-        drain: ServerDrain,
-        counters: RouteCounters | None = None,
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, counters: RouteCounters, drain: ServerDrain) -> None:
         self.app = app
-        self.metrics = metrics
+        self.counters = counters
+        self.metrics = counters.metrics
         self.drain = drain
-        self.counters = counters if counters is not None else RouteCounters(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -209,7 +209,7 @@ def create_sidecar_app(
     counters = RouteCounters(metrics)
     app.add_middleware(FastGroupRead, reads=group_reads)
     app.add_middleware(ForbiddenForwardGuard, stamp=reads.refused)
-    app.add_middleware(RequestTracker, metrics=metrics, drain=drain, counters=counters)
+    app.add_middleware(RequestTracker, counters=counters, drain=drain)  # outermost: sees all
     # The same answers, counted the same way, from inside uvicorn's protocol when the server
     # runs it (rmwatch.http.fast_lane; the CLI passes ``lane_protocol(app.state.fast_lane)``).
     app.state.fast_lane = FastLane(reads=group_reads, counters=counters, drain=drain)
