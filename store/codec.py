@@ -9,8 +9,6 @@ nested in a known sub-message, are re-emitted untouched.
 from __future__ import annotations
 
 import json
-import math
-from decimal import Decimal
 from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
@@ -20,6 +18,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from pydantic import ValidationError
 
 from rmwatch.errors import DecodeError
+from rmwatch.store import go_json
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyKind, ParsedKey
 from rmwatch.store.models import (
@@ -156,7 +155,7 @@ def decode_controller(key: str, data: bytes) -> ControllerConfig:
 def encode_controller(config: ControllerConfig) -> bytes:
     """Encode the controller config as PD stores it (json.Marshal of its ControllerConfig):
     hyphenated keys, floats as Go writes them (``1``, ``0.0000152587890625``)."""
-    return go_json_dumps(config.to_json_dict())
+    return go_json.marshal(config.to_json_dict())
 
 
 def decode_service_limit(key: str, data: bytes, keyspace_id: int) -> ServiceLimit:
@@ -173,53 +172,7 @@ def decode_service_limit(key: str, data: bytes, keyspace_id: int) -> ServiceLimi
 def encode_service_limit(limit: ServiceLimit | float) -> bytes:
     """Encode a service limit as Go's encoding/json writes a float64 (``100``, ``0.5``)."""
     value = limit.service_limit if isinstance(limit, ServiceLimit) else float(limit)
-    return format_go_float(value).encode()
-
-
-def format_go_float(value: float) -> str:
-    """A float64 exactly as Go's encoding/json writes it: shortest digits, fixed-point for
-    1e-6 <= |x| < 1e21 (``100``, ``0.00001``), exponent otherwise with ``e-7`` not ``e-07``."""
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    if 1e-6 <= abs(value) < 1e21:
-        text = format(Decimal(repr(value)), "f")
-        if "." in text:
-            text = text.rstrip("0").rstrip(".")
-        return text
-    mantissa, _, exponent = repr(value).partition("e")
-    sign = exponent[0] if exponent[0] in "+-" else "+"
-    digits = exponent.lstrip("+-").lstrip("0") or "0"
-    if len(digits) < 2 and sign == "+":
-        digits = digits.rjust(2, "0")
-    return f"{mantissa}e{sign}{digits}"
-
-
-def _go_encode(value: Any, out: list[str]) -> None:
-    if isinstance(value, dict):
-        out.append("{")
-        for i, (key, item) in enumerate(value.items()):
-            out.append("," if i else "")
-            out.append(json.dumps(str(key), ensure_ascii=False) + ":")
-            _go_encode(item, out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            out.append("," if i else "")
-            _go_encode(item, out)
-        out.append("]")
-    elif isinstance(value, float):
-        out.append(format_go_float(value))
-    else:
-        out.append(json.dumps(value, ensure_ascii=False))
-
-
-def go_json_dumps(value: Any) -> bytes:
-    """``value`` as compact JSON with every float written as Go's encoding/json writes a
-    float64 (``format_go_float``): what PD stores and answers for the controller config."""
-    out: list[str] = []
-    _go_encode(value, out)
-    return "".join(out).encode()
+    return go_json.format_go_float(value).encode()
 
 
 def _dumps(obj: Any) -> bytes:
@@ -311,7 +264,5 @@ __all__ = [
     "encode_service_limit",
     "encode_settings",
     "encode_states",
-    "format_go_float",
-    "go_json_dumps",
     "stored_group",
 ]

@@ -19,8 +19,8 @@ from rmwatch.store.codec import (
     encode_controller,
     encode_service_limit,
     encode_states,
-    format_go_float,
 )
+from rmwatch.store.go_json import format_go_float
 from rmwatch.store.keys import KeyKind, KeyLayout, ParsedKey
 from rmwatch.store.models import (
     Consumption,

@@ -50,10 +50,10 @@ class TestSettings:
         assert again.forward is True
 
     def test_body_cache_budget(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """64 MiB by default, ``--body-cache-mib`` or RMWATCH_BODY_CACHE_MIB otherwise; a
+        """96 MiB by default, ``--body-cache-mib`` or RMWATCH_BODY_CACHE_MIB otherwise; a
         negative budget is refused."""
         default = settings_from_args(build_parser().parse_args(["replica"]))
-        assert default.body_cache_mib == 64.0
+        assert default.body_cache_mib == 96.0
         monkeypatch.setenv("RMWATCH_BODY_CACHE_MIB", "8")
         assert settings_from_args(build_parser().parse_args(["replica"])).body_cache_mib == 8.0
         flag = build_parser().parse_args(["replica", "--body-cache-mib", "0.5"])

@@ -129,7 +129,7 @@ class TestSameAnswer:
         assert _stable(fast[1]) == _stable(routed[1])
         assert [n for n, _ in fast[1]][:2] == ["date", "server"]
         assert fast[2] == routed[2]
-        assert b'"name":"g"' in fast[2]
+        assert b'"name": "g"' in fast[2]
 
     def test_pipelined_requests_are_answered_in_order(
         self, served: tuple[str, _Lane, Replica]
@@ -143,7 +143,7 @@ class TestSameAnswer:
             sock.sendall(b"".join(_request(p) for p in paths))
             answers = [reader.response() for _ in paths]
         assert [a[0].split()[1] for a in answers] == ["200", "404", "200", "200", "200"]
-        assert all(b'"name":"g"' in a[2] for i, a in enumerate(answers) if i != 1)
+        assert all(b'"name": "g"' in a[2] for i, a in enumerate(answers) if i != 1)
         # The first by the lane; those parsed while the app still answered the 404 (all of
         # them when the five arrive in one read) queued behind it rather than jump ahead.
         assert lane.answered >= 1

@@ -14,7 +14,6 @@ routed one: status, body bytes and headers (``X-Revision``, ``X-Revision-Age``).
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rmwatch.errors import NotReadyError
 from rmwatch.http import pdjson
+from rmwatch.http.gojson import PD_JSON_MEDIA_TYPE
 from rmwatch.http.pd import PREFIX, with_stats
+from rmwatch.store import go_json
 from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
 from rmwatch.store.models import GroupStates, ResourceGroup
 from rmwatch.store.stored_group import StoredGroup
@@ -35,18 +36,9 @@ GROUP_ROUTE = "/config/group/{name}"
 """The route this path answers, relative to ``PREFIX``."""
 
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None,
-                            separators=(",", ":"))  # fmt: skip
-
-
-def _json_bytes(body: Any) -> bytes:
-    """``body`` as ``JSONResponse`` renders it (same bytes, so both paths answer alike); the
-    encoder is made once (``json.dumps`` with options builds one per call, ~1-2 us)."""
-    return _ENCODER.encode(body).encode("utf-8")
-
-
-BODY_CACHE_BYTES = 64 * 1024 * 1024
-"""The remembered bodies' budget: ~110k group bodies (~370-700 B each plus ``ENTRY_OVERHEAD``),
+BODY_CACHE_BYTES = 96 * 1024 * 1024
+"""The remembered bodies' budget: ~110k group bodies (~690-1300 B each indented as PD sends
+them, plus ``ENTRY_OVERHEAD``; 689 B for the benchmark's typical group, 367 B compact),
 so every group of a 100k-group cluster stays encoded once read and a read spread over all of
 them costs what a hot read costs (encoding one is ~25-35 us, most of a miss). Bounded, so
 reading every group cannot grow the process past it; ``rmwatch replica --body-cache-mib``
@@ -102,7 +94,7 @@ class GroupBodies:
                 return entry[2]
             del entries[key]
             self.nbytes -= len(entry[2]) + ENTRY_OVERHEAD
-        body = _json_bytes(pdjson.group_json(group, states, with_stats=stats))
+        body = go_json.marshal_indent(pdjson.group_json(group, states, with_stats=stats))
         entries[key] = (group, states, body)
         self.nbytes += len(body) + ENTRY_OVERHEAD
         self._added += 1
@@ -142,11 +134,11 @@ class GroupReads:
         if found is None:
             return None
         body, revision, age = found
-        return body, [  # JSONResponse's headers, in its order
+        return body, [  # IndentedJSONResponse's headers, in its order
             (b"x-revision", str(revision).encode()),
             (b"x-revision-age", f"{age:.3f}".encode()),
             (b"content-length", str(len(body)).encode()),
-            (b"content-type", b"application/json"),
+            (b"content-type", PD_JSON_MEDIA_TYPE.encode()),
         ]
 
     def lookup(self, name: str, query: bytes) -> tuple[bytes, int, float] | None:

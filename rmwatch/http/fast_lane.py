@@ -98,10 +98,10 @@ class FastLane:
                     b"%s: %s\r\n" % (header, value) for header, value in default_headers
                 )
             keep = keep_alive and not drain.draining
-            # GroupReads.answer's headers in their order (the routed JSONResponse's).
+            # GroupReads.answer's headers in their order (the routed IndentedJSONResponse's).
             return self._head + (
                 b"x-revision: %d\r\nx-revision-age: %.3f\r\ncontent-length: %d\r\n"
-                b"content-type: application/json\r\n%s\r\n%s"
+                b"content-type: application/json; charset=utf-8\r\n%s\r\n%s"
                 % (revision, age, len(body), b"" if keep else b"connection: close\r\n", body)
             ), keep
         finally:

@@ -29,7 +29,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from rmwatch.errors import InvalidInputError
-from rmwatch.store.codec import go_json_dumps
+from rmwatch.store import go_json
 
 MAX_NUMBER_DIGITS = 400
 """Longest number literal taken: float64 needs at most ~25 significant digits plus an
@@ -183,27 +183,27 @@ def go_fields(
     return out
 
 
-def dumps(value: Any) -> bytes:
-    """``value`` as JSON with every float written as Go's encoding/json writes a float64
-    (``1`` not ``1.0``, ``0.0000152587890625`` not ``1.52587890625e-05``)."""
-    return go_json_dumps(value)
+PD_JSON_MEDIA_TYPE = "application/json; charset=utf-8"
+"""The Content-Type of gin's JSON renders (render/json.go ``jsonContentType``)."""
 
 
-class GoJSONResponse(Response):
-    """A JSON answer whose floats read as PD's (see ``dumps``)."""
+class IndentedJSONResponse(Response):
+    """A JSON answer as PD's metadata GETs give it: gin's ``c.IndentedJSON`` (Go's
+    ``json.MarshalIndent`` with four spaces, Go's floats and HTML escapes; see
+    ``rmwatch.store.go_json``), ``Content-Type: application/json; charset=utf-8``."""
 
-    media_type = "application/json"
+    media_type = PD_JSON_MEDIA_TYPE
 
     def render(self, content: Any) -> bytes:
         """The body bytes of ``content``."""
-        return dumps(content)
+        return go_json.marshal_indent(content)
 
 
 __all__ = [
     "MAX_NUMBER_DIGITS",
-    "GoJSONResponse",
+    "PD_JSON_MEDIA_TYPE",
+    "IndentedJSONResponse",
     "Pairs",
-    "dumps",
     "go_fields",
     "loads",
     "match_key",

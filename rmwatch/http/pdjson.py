@@ -30,19 +30,16 @@ from rmwatch.store.models import (
     GroupMode,
     GroupStates,
     ResourceGroup,
-    ServiceLimit,
     TokenBucket,
     TokenState,
 )
 from rmwatch.store.stored_group import StoredGroup
 
 __all__ = [
-    "GO_ZERO_TIME",
     "consumption_json",
     "controller_json",
     "group_json",
     "omit_zero",
-    "service_limit_json",
 ]
 
 _GO_INT_RANGE = 1e21  # Go's encoding/json switches to exponent form at 1e21
@@ -223,27 +220,6 @@ def _stored_group_json(
     if with_stats:
         out["ru_consumption"] = _stats_pb(msg, mode, states)
     return out
-
-
-GO_ZERO_TIME = "0001-01-01T00:00:00Z"
-"""Go's zero ``time.Time`` as encoding/json writes it."""
-
-
-def service_limit_json(limit: ServiceLimit | None) -> dict[str, Any]:
-    """PD's service-limit GET body: ``{"service_limit", "available_tokens", "last_update"}``.
-
-    ``limit`` None means nothing is stored: PD's limiter then holds 0. ``available_tokens`` and
-    ``last_update`` are an RM node's running limiter state, which is not in etcd: they show as
-    the zero values of their Go types (``0`` and ``0001-01-01T00:00:00Z``), so the shape and
-    types are PD's, every service gives the same answer, and nothing is invented.
-    PD: pkg/mcs/resourcemanager/server/service_limit.go:34-49 (HEAD a186e0c)
-    """
-    value = 0.0 if limit is None else limit.service_limit
-    return {
-        "service_limit": _go_number(value),
-        "available_tokens": 0,
-        "last_update": GO_ZERO_TIME,
-    }
 
 
 def controller_json(config: ControllerConfig) -> dict[str, Any]:

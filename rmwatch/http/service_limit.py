@@ -13,7 +13,7 @@ from typing import Any
 
 from rmwatch.errors import InvalidInputError
 from rmwatch.http import gojson
-from rmwatch.store.codec import format_go_float
+from rmwatch.store.go_json import format_go_float
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 """How Go's encoding/json writes a zero ``time.Time``."""

@@ -48,7 +48,7 @@ from rmwatch.http.fast_group_read import (
 from rmwatch.http.fast_lane import FastLane
 from rmwatch.http.forbidden_forward import FORBIDDEN_FORWARD_HEADER, ForbiddenForwardGuard
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
-from rmwatch.http.gojson import GoJSONResponse
+from rmwatch.http.gojson import IndentedJSONResponse
 from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
 from rmwatch.http.metrics import RequestTracker, RouteCounters, SidecarMetrics, render
 from rmwatch.http.pd import PREFIX, text, with_stats
@@ -90,8 +90,8 @@ class _Reads:
         }
 
     def answer(self, body: Any, snap: Snapshot) -> Response:
-        """A JSON answer read from ``snap``."""
-        return JSONResponse(body, headers=self.headers(snap.revision))
+        """A PD metadata answer read from ``snap`` (indented as PD's, ``IndentedJSONResponse``)."""
+        return IndentedJSONResponse(body, headers=self.headers(snap.revision))
 
     def refused(self, response: Response) -> Response:
         """An early answer; unless it already names the revision it is about, stamped with
@@ -261,7 +261,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         """The controller config; PD's defaults when none is stored."""
         snap = await reads.snapshot(request)
         body = pdjson.controller_json(snap.controller())
-        return GoJSONResponse(body, headers=reads.headers(snap.revision))
+        return IndentedJSONResponse(body, headers=reads.headers(snap.revision))
 
     @router.get("/config")
     async def get_config(request: Request) -> Response:
@@ -269,7 +269,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         snap = await reads.snapshot(request)
         controller = pdjson.controller_json(snap.controller())
         body = rm_config_json(controller, name="rmwatch-replica")
-        return GoJSONResponse(body, headers=reads.headers(snap.revision))
+        return IndentedJSONResponse(body, headers=reads.headers(snap.revision))
 
     async def service_limit(request: Request, name: str | None) -> Response:
         keyspace = await reads.keyspace(request, name)

@@ -43,7 +43,7 @@ from rmwatch.http.direct_routes import DirectRoutes, direct_routes
 from rmwatch.http.errors import Refusal, error_response
 from rmwatch.http.forbidden_forward import ForbiddenForwardGuard
 from rmwatch.http.forward import ForwardClient
-from rmwatch.http.gojson import GoJSONResponse
+from rmwatch.http.gojson import IndentedJSONResponse
 from rmwatch.http.group_body import parse_group_body
 from rmwatch.http.keyspace import request_keyspace
 from rmwatch.http.pd import PREFIX, text, with_stats, write_success
@@ -222,7 +222,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         view = await run_in_threadpool(writer.get_group, name, keyspace)
         stats = with_stats(request.query_params.get("with_stats"))
         body = pdjson.group_json(view.group, view.states, with_stats=stats)
-        return JSONResponse(body, headers={"X-Revision": str(view.revision)})
+        return IndentedJSONResponse(body, headers={"X-Revision": str(view.revision)})
 
     @app.get(f"{PREFIX}/config/groups")
     @guarded
@@ -232,7 +232,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         views, revision = await run_in_threadpool(writer.list_groups, keyspace)
         stats = with_stats(request.query_params.get("with_stats"))
         body = [pdjson.group_json(v.group, v.states, with_stats=stats) for v in views]
-        return JSONResponse(body, headers={"X-Revision": str(revision)})
+        return IndentedJSONResponse(body, headers={"X-Revision": str(revision)})
 
     @app.delete(f"{PREFIX}/config/group/{{name}}")
     @guarded
@@ -252,7 +252,7 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
     async def get_controller(request: Request) -> Response:
         """The controller config (PD's defaults when never written)."""
         config, revision = await run_in_threadpool(writer.get_controller_at)
-        return GoJSONResponse(pdjson.controller_json(config),
+        return IndentedJSONResponse(pdjson.controller_json(config),
                               headers={"X-Revision": str(revision)})  # fmt: skip
 
     @app.post(f"{PREFIX}/config/controller")
@@ -272,7 +272,7 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
         """The RM config (``rmwatch.http.rm_config``: PD's shape, what rmwatch knows)."""
         config, revision = await run_in_threadpool(writer.get_controller_at)
         body = rm_config_json(pdjson.controller_json(config), name="rmwatch-writer")
-        return GoJSONResponse(body, headers={"X-Revision": str(revision)})
+        return IndentedJSONResponse(body, headers={"X-Revision": str(revision)})
 
     @app.post(f"{PREFIX}/config/controller/ru-version/{{keyspace_name}}")
     @guarded
@@ -301,8 +301,8 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
             limit = await run_in_threadpool(writer.get_service_limit, keyspace)
         except NotFoundError:
             # PD: a keyspace that exists answers 200 with 0 (config_service.go:480).
-            return JSONResponse(limits.limit_json(None))
-        return JSONResponse(limits.limit_json(limit.service_limit))
+            return IndentedJSONResponse(limits.limit_json(None))
+        return IndentedJSONResponse(limits.limit_json(limit.service_limit))
 
     @app.post(f"{PREFIX}/config/keyspace/service-limit")
     @guarded

@@ -67,6 +67,51 @@ def ru_settings(fill_rate: int, burst_limit: int, tokens: float = 0.0) -> bytes:
 TOKEN = "conformance-token"
 
 
+def go_indent(compact: bytes, indent: bytes = b"    ") -> bytes:
+    """Go's ``json.Indent(dst, src, "", indent)`` (encoding/json/indent.go): a newline and
+    the depth's indent after ``{``/``[`` (unless the value is empty) and after ``,``; ``": "``
+    after a key; the closing bracket on its own line; strings copied as they are."""
+    out = bytearray()
+    depth = 0
+    in_string = escaped = False
+    need_indent = False
+    for byte in compact:
+        char = bytes([byte])
+        if in_string:
+            out += char
+            if escaped:
+                escaped = False
+            elif char == b"\\":
+                escaped = True
+            elif char == b'"':
+                in_string = False
+            continue
+        if need_indent and char not in b"]}":
+            need_indent = False
+            depth += 1
+            out += b"\n" + indent * depth
+        if char == b'"':
+            in_string = True
+            out += char
+        elif char in b"{[":
+            need_indent = True  # the newline is deferred: "{}" and "[]" stay empty
+            out += char
+        elif char == b",":
+            out += b",\n" + indent * depth
+        elif char == b":":
+            out += b": "
+        elif char in b"]}":
+            if need_indent:
+                need_indent = False  # an empty value: "{}", "[]"
+            else:
+                depth -= 1
+                out += b"\n" + indent * depth
+            out += char
+        else:
+            out += char
+    return bytes(out)
+
+
 @contextmanager
 def writer_http(
     endpoints: list[str], root_prefix: str

@@ -15,6 +15,8 @@ from conformance_support import KEYSPACE_ID, KEYSPACE_NAME, Services
 from rmwatch.store import codec
 from rmwatch.store.controller import ControllerConfig, go_duration_ns, go_duration_string
 
+from .support import go_indent
+
 # Go's encoding/json writes float64 1 as `1`, 1/65536 as `0.0000152587890625` (fixed-point for
 # 1e-6 <= |x| < 1e21; encoding/json's floatEncoder), durations as Duration.String().
 PD_DEFAULT_BODY = (
@@ -32,9 +34,11 @@ class TestControllerGet:
 
     def test_default_bytes(self, services: Services) -> None:
         """Nothing stored: PD's defaults, in PD's key order, floats and durations as Go prints
-        them; push-metrics-address and -interval always present (config.go:160-184)."""
+        them; push-metrics-address and -interval always present (config.go:160-184). Indented
+        as gin's ``c.IndentedJSON`` writes it (config_service.go:416)."""
         for service, r in services.both("GET", "/config/controller").items():
-            assert r.content == PD_DEFAULT_BODY, (service, r.content)
+            assert r.content == go_indent(PD_DEFAULT_BODY), (service, r.content)
+            assert r.headers["content-type"] == "application/json; charset=utf-8", service
 
     def test_stored_floats_as_go(self, services: Services) -> None:
         """A stored 1.0 and 1e-07 read back as Go writes them: ``1`` and ``1e-7``."""
@@ -43,8 +47,8 @@ class TestControllerGet:
             b'{"request-unit":{"write-base-cost":1.0,"read-base-cost":1e-07}}',
         )
         for service, r in services.both("GET", "/config/controller").items():
-            assert b'"write-base-cost":1,' in r.content, service
-            assert b'"read-base-cost":1e-7,' in r.content, service
+            assert b'"write-base-cost": 1,' in r.content, service
+            assert b'"read-base-cost": 1e-7,' in r.content, service
 
     def test_unknown_stored_keys_kept(self, services: Services) -> None:
         """A key a newer PD wrote is shown and survives an update."""

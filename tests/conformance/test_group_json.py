@@ -8,13 +8,15 @@ PD's REST group is ``server.ResourceGroup`` (pkg/mcs/resourcemanager/server/reso
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import pytest
 from sidecar_support import API, layout, replica, sidecar
 
-from rmwatch.http.pdjson import consumption_json, group_json, service_limit_json
+from rmwatch.http.pdjson import consumption_json, group_json
+from rmwatch.http.service_limit import limit_json
 from rmwatch.store.codec import encode_settings, encode_states
 from rmwatch.store.keys import KeyLayout
 from rmwatch.store.models import (
@@ -24,7 +26,6 @@ from rmwatch.store.models import (
     GroupRequestUnitSettings,
     GroupStates,
     ResourceGroup,
-    ServiceLimit,
     TokenBucket,
     TokenLimitSettings,
     TokenState,
@@ -32,7 +33,7 @@ from rmwatch.store.models import (
 )
 from rmwatch.watcher.replica import Replica
 
-from .support import f_len, f_str, f_varint, ru_settings, writer_http
+from .support import f_len, f_str, f_varint, go_indent, ru_settings, writer_http
 
 __all__ = ["layout", "replica", "sidecar"]  # fixtures, re-exported so pytest finds them here
 
@@ -184,17 +185,17 @@ class TestServiceLimitShape:
 
     def test_stored_limit(self) -> None:
         """A stored limit as Go prints a float64; the running state as Go's zero values."""
-        got = service_limit_json(ServiceLimit(service_limit=100.0))
+        got = limit_json(100.0)
         assert got == {
             "service_limit": 100,
             "available_tokens": 0,
             "last_update": "0001-01-01T00:00:00Z",
         }
-        assert service_limit_json(ServiceLimit(service_limit=2.5))["service_limit"] == 2.5
+        assert limit_json(2.5)["service_limit"] == 2.5
 
     def test_nothing_stored_is_zero(self) -> None:
         """No stored limit shows 0, as PD's limiter starts at 0 (service_limit.go:61-64)."""
-        assert service_limit_json(None)["service_limit"] == 0
+        assert limit_json(None)["service_limit"] == 0
 
 
 # ---- writer and replica through one table ----------------------------------------------------
@@ -208,6 +209,7 @@ _V3 = (
 )
 _TOKENS = ResourceGroup(name="tok", r_u_settings=_ru(100, 200, tokens=42.0), priority=2)
 _BARE = ResourceGroup(name="bare", priority=9)
+_HTML_NAME = ResourceGroup(name="a<b&c>", priority=1)
 _STATS = ResourceGroup(name="st", r_u_settings=_ru(5, 6), ru_stats=Consumption(r_r_u=1.0))
 _STATS_STATES = GroupStates(
     r_u=TokenState(tokens=3.0, initialized=True),
@@ -271,6 +273,15 @@ TABLE: list[tuple[str, Any]] = [
             "ru_consumption": {"r_r_u": 1, "w_r_u": 2, "read_cross_az_traffic_bytes": 7},
         },
     ),
+    (
+        "/config/group/a%3Cb%26c%3E",
+        {
+            "name": "a<b&c>",  # sent escaped: Go's Marshal escapes <, >, &
+            "mode": 1,
+            "r_u_settings": {"r_u": {"state": {"initialized": False}}},
+            "priority": 1,
+        },
+    ),
     ("/config/groups?keyspace_id=6", [DEFAULT_JSON]),
 ]
 
@@ -279,6 +290,7 @@ def _store(client: Any, layout: KeyLayout) -> int:
     client.put(layout.settings("v3", 5), _V3)
     client.put(layout.settings("tok"), encode_settings(_TOKENS))
     client.put(layout.settings("bare"), encode_settings(_BARE))
+    client.put(layout.settings(_HTML_NAME.name), encode_settings(_HTML_NAME))
     client.put(layout.settings("st"), encode_settings(_STATS))
     return int(client.put(layout.states("st"), encode_states(_STATS_STATES)).header.revision)
 
@@ -293,7 +305,10 @@ def test_writer_and_replica_answer_the_table_alike(
 ) -> None:
     """Each row, asked of the writer and of the replica on one etcd, gets PD's JSON from both:
     an unstored default (plain, with stats, per keyspace), a V3 ``keyspace_identity`` group,
-    tokens from settings, an RU group without settings, stats summed, a keyspace's list."""
+    tokens from settings, an RU group without settings, stats summed, HTML characters in a
+    name, a keyspace's list. Byte for byte as gin's ``c.IndentedJSON`` writes it: Go's
+    MarshalIndent with four spaces, ``application/json; charset=utf-8`` (PD:
+    metadataapi/config_service.go:381 for a group, :397 for the list)."""
     revision = _store(etcd_client, layout)
     replica.wait_for_revision(revision, 5)
     with writer_http(etcd_endpoints, root_prefix) as (_, writer):
@@ -304,6 +319,14 @@ def test_writer_and_replica_answer_the_table_alike(
             assert from_replica.status_code == 200, (route, from_replica.text)
             assert from_writer.json() == expected, route
             assert from_replica.json() == expected, route
+            # The rows hold only strings and integers, so Python's compact JSON is Go's Marshal
+            # but for HTML escaping, which Go's Marshal adds.
+            compact = json.dumps(expected, separators=(",", ":"), ensure_ascii=False).encode()
+            compact = compact.replace(b"<", b"\\u003c").replace(b">", b"\\u003e")
+            compact = compact.replace(b"&", b"\\u0026")
+            for answer in (from_writer, from_replica):
+                assert answer.content == go_indent(compact), (route, answer.content)
+                assert answer.headers["content-type"] == "application/json; charset=utf-8"
 
 
 @pytest.mark.parametrize("route", ["/config/group/tok", "/config/group/st?with_stats=true"])

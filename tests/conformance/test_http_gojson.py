@@ -39,16 +39,3 @@ class TestDecode:
         """100,000 levels of nesting are a named 400, not a RecursionError."""
         with pytest.raises(InvalidInputError, match="max depth"):
             gojson.loads(b"[" * 100_000 + b"]" * 100_000)
-
-
-class TestEncode:
-    """Encoding floats as encoding/json's floatEncoder does."""
-
-    @pytest.mark.parametrize(
-        ("value", "text"),
-        [(1.0, b"1"), (1 / 65536, b"0.0000152587890625"), (1e-7, b"1e-7"), (1e21, b"1e+21"),
-         (123456789.0, b"123456789"), (0.5, b"0.5"), (-0.0, b"-0")],
-    )  # fmt: skip
-    def test_float(self, value: float, text: bytes) -> None:
-        """Fixed-point for 1e-6 <= |x| < 1e21, else the exponent form without padding."""
-        assert gojson.dumps({"v": value}) == b'{"v":' + text + b"}"
