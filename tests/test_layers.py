@@ -8,7 +8,7 @@ layer      modules                                                     may impor
 base       ``rmwatch`` (the root), ``rmwatch.errors``,                 nothing from rmwatch
            ``rmwatch._logging``
 domain     ``rmwatch.store.{keys,models,controller,settings_decode,    base
-           stored_group,codec,roles}``, ``rmwatch.store._pb``
+           stored_group,codec,go_json,roles}``, ``rmwatch.store._pb``
 etcd       ``rmwatch.store.etcd.*`` (the etcd adapter)                 base, domain
 keyspaces  ``rmwatch.store.keyspaces`` (keyspace name -> id)           base, domain, etcd
 writer     every other ``rmwatch.store`` module (the writer,           base, domain, etcd,
@@ -69,7 +69,8 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
 }
 
 _DOMAIN = (
-    "keys", "models", "controller", "settings_decode", "stored_group", "codec", "roles", "_pb"
+    "keys", "models", "controller", "settings_decode", "stored_group", "codec", "go_json",
+    "roles", "_pb",
 )  # fmt: skip
 # Top-level names that belong to the repository, not to the installed package.
 _REPOSITORY_ONLY = frozenset({"tests", "bench", "store", "watcher", "harness", "history"})
