@@ -1,4 +1,5 @@
-"""The fast group read's remembered JSON bodies stay within their byte budget.
+"""The remembered JSON group bodies stay within their byte budget, and the group list is built
+from them.
 
 ``GroupBodies`` drops the least recently used bodies once the budget is spent; an evicted
 group is encoded again on its next read, and the answer is byte-identical to the first one.
@@ -13,11 +14,14 @@ from typing import Any
 import httpx
 import pytest
 from harness import put_group
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sidecar_support import API, layout, replica, serve
 
-from rmwatch.http import fast_group_read
+from rmwatch.http import fast_group_read, pdjson
 from rmwatch.http.fast_group_read import ENTRY_OVERHEAD, GroupBodies
 from rmwatch.http.sidecar_app import create_sidecar_app
+from rmwatch.store import go_json
 from rmwatch.store.keys import NULL_KEYSPACE_ID, KeyLayout
 from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.replica import Replica
@@ -129,3 +133,39 @@ def test_answers_over_http_stay_byte_identical_through_evictions(
         assert answer.content == first[name]
         routed = small_cache_sidecar.get(f"{API}/config/group/{name}?min_revision=1")
         assert routed.content == first[name]
+
+
+def test_the_list_is_built_from_remembered_bodies_and_follows_changes(
+    small_cache_sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
+) -> None:
+    """``GET config/groups`` joins the remembered group bodies (``go_json.indent_array``): its
+    bytes are those of encoding the whole list afresh, through a cache too small to hold it,
+    and a group changed in etcd shows its new value in the next list."""
+    names = _seed(etcd_client, layout, replica)
+
+    def fresh() -> bytes:
+        snap = replica.snapshot()
+        return go_json.marshal_indent([pdjson.group_json(g, snap.get_states(g.name))
+                                       for g in snap.list_groups()])  # fmt: skip
+
+    for _ in range(2):  # the second pass reads bodies the first one remembered (or evicted)
+        listed = small_cache_sidecar.get(f"{API}/config/groups")
+        assert listed.status_code == 200
+        assert listed.content == fresh()
+    revision = put_group(etcd_client, layout, names[3], priority=15)
+    changed = small_cache_sidecar.get(f"{API}/config/groups", params={"min_revision": revision})
+    assert changed.content == fresh()
+    entry = next(g for g in changed.json() if g["name"] == names[3])
+    assert entry["priority"] == 15
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.recursive(
+    st.none() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10), max_size=5))  # fmt: skip
+def test_indent_array_is_marshal_indent_of_the_list(values: list[Any]) -> None:
+    """A list joined from its items' indented bodies is the list's own indented encoding
+    (strings with newlines included: they are escaped, so every newline is layout)."""
+    items = [go_json.marshal_indent(v) for v in values]
+    assert go_json.indent_array(items) == go_json.marshal_indent(values)

@@ -29,7 +29,6 @@ from rmwatch.store import go_json
 from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
 from rmwatch.store.models import GroupStates, ResourceGroup
 from rmwatch.store.stored_group import StoredGroup
-from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.replica import Replica
 
 GROUP_ROUTE = "/config/group/{name}"
@@ -71,6 +70,8 @@ class GroupBodies:
     def __init__(
         self, max_bytes: int = BODY_CACHE_BYTES, *, on_added: Callable[[], None] | None = None
     ) -> None:
+        """``max_bytes``: the budget; ``on_added``: called every ``ADDED_BATCH`` new bodies
+        (the sidecar passes ``HeapFreezer.refreeze``)."""
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._on_added = on_added
@@ -114,18 +115,17 @@ class GroupReads:
         replica: the replica whose snapshots answer.
         route: the routed handler's route object, put in ``scope["route"]`` so the request
             tracker labels a fast answer like a routed one.
-        body_cache_bytes: the remembered bodies' budget (``GroupBodies``).
+        bodies: the remembered bodies (shared with the routed group and list reads).
     """
 
     PREFIX = PREFIX + "/config/group/"
     _FAST_KEYS = frozenset({"with_stats", "keyspace_id"})
 
-    def __init__(self, *, replica: Replica, route: Any,
-                 body_cache_bytes: int = BODY_CACHE_BYTES) -> None:  # fmt: skip
+    def __init__(self, *, replica: Replica, route: Any, bodies: GroupBodies) -> None:
         self.replica = replica
         self.route = route
         self.route_path: str = route.path
-        self.bodies = GroupBodies(body_cache_bytes, on_added=HeapFreezer.refreeze)
+        self.bodies = bodies
 
     def answer(self, name: str, query: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]] | None:
         """The body and headers for group ``name`` (the path's part after ``PREFIX``) and the

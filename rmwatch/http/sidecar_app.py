@@ -43,20 +43,24 @@ from rmwatch.http.fast_group_read import (
     BODY_CACHE_BYTES,
     GROUP_ROUTE,
     FastGroupRead,
+    GroupBodies,
     GroupReads,
 )
 from rmwatch.http.fast_lane import FastLane
 from rmwatch.http.forbidden_forward import FORBIDDEN_FORWARD_HEADER, ForbiddenForwardGuard
 from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
-from rmwatch.http.gojson import IndentedJSONResponse
+from rmwatch.http.gojson import PD_JSON_MEDIA_TYPE, IndentedJSONResponse
 from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
 from rmwatch.http.metrics import RequestTracker, RouteCounters, SidecarMetrics, render
 from rmwatch.http.pd import PREFIX, text, with_stats
 from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.server_drain import ServerDrain
 from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, SidecarForwarder
+from rmwatch.store import go_json
 from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_revision
+from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.cache import Snapshot
+from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.revision_wait import RevisionWaiter
 
@@ -74,8 +78,10 @@ class _Reads:
         resolve_keyspace: KeyspaceLookup | None,
         min_revision_timeout: float,
         metrics: SidecarMetrics,
+        bodies: GroupBodies,
     ) -> None:
         self.replica = replica
+        self.bodies = bodies
         self.resolve_keyspace = resolve_keyspace
         self.min_revision_timeout = min_revision_timeout
         self.metrics = metrics
@@ -92,6 +98,17 @@ class _Reads:
     def answer(self, body: Any, snap: Snapshot) -> Response:
         """A PD metadata answer read from ``snap`` (indented as PD's, ``IndentedJSONResponse``)."""
         return IndentedJSONResponse(body, headers=self.headers(snap.revision))
+
+    def answer_bytes(self, body: bytes, snap: Snapshot) -> Response:
+        """``answer`` for a body already encoded (a remembered group body, a list of them):
+        the same headers in the same order."""
+        return Response(body, headers=self.headers(snap.revision), media_type=PD_JSON_MEDIA_TYPE)
+
+    def group_body(self, snap: Snapshot, group: StoredGroup, keyspace: int, stats: bool) -> bytes:
+        """``group``'s body as the group GET sends it, remembered while it is unchanged (the
+        bodies the fast path answers from, ``GroupBodies``)."""
+        states = snap.get_states(group.name, keyspace)
+        return self.bodies.body(group.name, keyspace, stats, group, states)
 
     def refused(self, response: Response) -> Response:
         """An early answer; unless it already names the revision it is about, stamped with
@@ -174,8 +191,10 @@ def create_sidecar_app(
     """
     metrics = SidecarMetrics()
     drain = drain if drain is not None else ServerDrain()
+    bodies = GroupBodies(body_cache_bytes, on_added=HeapFreezer.refreeze)
     reads = _Reads(replica, resolve_keyspace=resolve_keyspace,
-                   min_revision_timeout=min_revision_timeout, metrics=metrics)  # fmt: skip
+                   min_revision_timeout=min_revision_timeout, metrics=metrics,
+                   bodies=bodies)  # fmt: skip
     client = ForwardClient(timeout=forward_timeout)
     forwarder = SidecarForwarder(writer_url=writer_url, discover_leader=discover_leader,
                                enabled=forward, client=client, max_body=max_body,
@@ -205,7 +224,7 @@ def create_sidecar_app(
     # Innermost first: the fast group read sits inside the guard and the request tracker, so
     # a fast answer is refused, drained and counted exactly like a routed one.
     group_reads = GroupReads(replica=replica, route=_route_of(router, GROUP_ROUTE, "GET"),
-                             body_cache_bytes=body_cache_bytes)  # fmt: skip
+                             bodies=bodies)  # fmt: skip
     counters = RouteCounters(metrics)
     app.add_middleware(FastGroupRead, reads=group_reads)
     app.add_middleware(ForbiddenForwardGuard, stamp=reads.refused)
@@ -240,9 +259,8 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         if group is None:
             # PD's text before tikv/pd#9393 (newer PD answers its ErrGroupNotExists text).
             raise Refusal(_stamped(text(404, "resource group not found"), reads, snap))
-        states = snap.get_states(name, keyspace)
         stats = with_stats(request.query_params.get("with_stats"))
-        return reads.answer(pdjson.group_json(group, states, with_stats=stats), snap)
+        return reads.answer_bytes(reads.group_body(snap, group, keyspace, stats), snap)
 
     @router.get("/config/groups")
     async def list_groups(request: Request) -> Response:
@@ -250,11 +268,10 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         keyspace = await reads.keyspace(request)
         snap = await reads.snapshot(request)
         stats = with_stats(request.query_params.get("with_stats"))
-        body = [
-            pdjson.group_json(g, snap.get_states(g.name, keyspace), with_stats=stats)
-            for g in snap.list_groups(keyspace)
-        ]
-        return reads.answer(body, snap)
+        # From the remembered group bodies: a list of 100k groups once read is a join (~0.3 s)
+        # instead of an encode of every group (~9 s, blocking the event loop meanwhile).
+        bodies = [reads.group_body(snap, g, keyspace, stats) for g in snap.list_groups(keyspace)]
+        return reads.answer_bytes(go_json.indent_array(bodies), snap)
 
     @router.get("/config/controller")
     async def get_controller(request: Request) -> Response:
