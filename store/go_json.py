@@ -166,13 +166,31 @@ def marshal_indent(value: Any) -> bytes:
     return _run(_INDENTED, value)
 
 
-def indent_array(items: list[bytes]) -> bytes:
-    """``marshal_indent`` of a list, from its items' own ``marshal_indent`` bytes: each item
-    moved one level in (a newline in indented JSON is always layout, since strings carry
-    ``\\n`` escaped), so a list of remembered bodies costs a join, not an encode."""
+def array_item(body: bytes) -> bytes:
+    """An indented body (``marshal_indent``) moved one level in, as an item of an indented
+    array: a newline in indented JSON is always layout (strings carry ``\\n`` escaped)."""
+    return body.replace(b"\n", b"\n    ")
+
+
+def join_array(items: list[bytes]) -> bytes:
+    """The indented array of ``items`` (each already ``array_item``'s), as ``marshal_indent``
+    writes the list: a list of remembered bodies costs a join, not an encode."""
     if not items:
         return b"[]"
-    return b"[\n    " + b",\n    ".join([item.replace(b"\n", b"\n    ") for item in items]) + b"\n]"
+    return b"[\n    " + b",\n    ".join(items) + b"\n]"
 
 
-__all__ = ["format_go_float", "go_string", "indent_array", "marshal", "marshal_indent"]
+def indent_array(bodies: list[bytes]) -> bytes:
+    """``marshal_indent`` of a list, from its items' own ``marshal_indent`` bytes."""
+    return join_array([array_item(body) for body in bodies])
+
+
+__all__ = [
+    "array_item",
+    "format_go_float",
+    "go_string",
+    "indent_array",
+    "join_array",
+    "marshal",
+    "marshal_indent",
+]

@@ -8,6 +8,7 @@ Checked on groups from a real etcd, both on the cache itself and through the sid
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sidecar_support import API, layout, replica, serve
 
-from rmwatch.http import fast_group_read, pdjson
+from rmwatch.http import fast_group_read, pdjson, sidecar_app
 from rmwatch.http.fast_group_read import ENTRY_OVERHEAD, GroupBodies
 from rmwatch.http.sidecar_app import create_sidecar_app
 from rmwatch.store import go_json
@@ -169,3 +170,33 @@ def test_indent_array_is_marshal_indent_of_the_list(values: list[Any]) -> None:
     (strings with newlines included: they are escaped, so every newline is layout)."""
     items = [go_json.marshal_indent(v) for v in values]
     assert go_json.indent_array(items) == go_json.marshal_indent(values)
+
+
+def test_a_list_longer_than_a_slice_yields_to_the_loop_and_is_whole(
+    small_cache_sidecar: httpx.Client,
+    replica: Replica,
+    etcd_client: Any,
+    layout: KeyLayout,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With slices of 4 groups, a list of 31 groups (30 and ``default``) is built in 8 slices,
+    giving the event loop back 7 times, and is the same bytes as encoding it whole."""
+    names = _seed(etcd_client, layout, replica)
+    monkeypatch.setattr(sidecar_app, "LIST_SLICE", 4)
+    yields = 0
+    real_sleep = asyncio.sleep
+
+    async def counted(delay: float) -> None:
+        nonlocal yields
+        yields += delay == 0
+        await real_sleep(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", counted)  # the module sidecar_app calls it through
+    listed = small_cache_sidecar.get(f"{API}/config/groups")
+    snap = replica.snapshot()
+    groups = snap.list_groups()
+    assert len(groups) == len(names) + 1
+    assert listed.content == go_json.marshal_indent(
+        [pdjson.group_json(g, snap.get_states(g.name)) for g in groups]
+    )
+    assert yields == (len(groups) - 1) // 4

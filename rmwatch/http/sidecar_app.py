@@ -24,6 +24,7 @@ fallback handler does, whatever its method. ``/health``, ``/ready``, ``/status``
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -65,6 +66,9 @@ from rmwatch.watcher.replica import Replica
 from rmwatch.watcher.revision_wait import RevisionWaiter
 
 DEFAULT_MIN_REVISION_TIMEOUT = 5.0
+LIST_SLICE = 256
+"""Groups a ``GET config/groups`` answers between two returns to the event loop: at most
+~17 ms of encoding (~66 us a group not remembered yet), ~0.6 ms once remembered."""
 DRAINING_REASON = "draining: the sidecar is shutting down"
 
 
@@ -268,10 +272,17 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         keyspace = await reads.keyspace(request)
         snap = await reads.snapshot(request)
         stats = with_stats(request.query_params.get("with_stats"))
-        # From the remembered group bodies: a list of 100k groups once read is a join (~0.3 s)
-        # instead of an encode of every group (~9 s, blocking the event loop meanwhile).
-        bodies = [reads.group_body(snap, g, keyspace, stats) for g in snap.list_groups(keyspace)]
-        return reads.answer_bytes(go_json.indent_array(bodies), snap)
+        # From the remembered group bodies: a list of 100k groups once read is a join (~0.7 s)
+        # instead of an encode of every group (~7 s). Built a slice at a time, handing the
+        # event loop back between slices, so other requests wait one slice, not the list.
+        groups = snap.list_groups(keyspace)
+        items: list[bytes] = []
+        for start in range(0, len(groups), LIST_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            items += [go_json.array_item(reads.group_body(snap, g, keyspace, stats))
+                      for g in groups[start : start + LIST_SLICE]]  # fmt: skip
+        return reads.answer_bytes(go_json.join_array(items), snap)
 
     @router.get("/config/controller")
     async def get_controller(request: Request) -> Response:
