@@ -112,6 +112,15 @@ class NotFoundError(WriteError, LookupError):
     status = 404
 
 
+def group_not_found(name: str) -> NotFoundError:
+    """PD's ``errs.ErrResourceGroupNotExists`` for group ``name`` (pkg/errs/errno.go:538, HEAD
+    a186e0c), worded as pingcap/errors prints it (``[code]message``): the text of PD's 404 for
+    a group GET or PUT and of its gRPC error for a missing group, which PD's clients match on."""
+    return NotFoundError(
+        f"[PD:resourcemanager:ErrGroupNotExists]the {name} resource group does not exist"
+    )
+
+
 class AlreadyExistsError(WriteError):
     """Add of a group that already exists."""
 

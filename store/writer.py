@@ -62,6 +62,7 @@ from rmwatch.errors import (
     ReservedGroupError,
     WriteError,
     WriteRefusedError,
+    group_not_found,
 )
 from rmwatch.store import codec
 from rmwatch.store.controller import DEFAULT_RU_VERSION, RUVersionPolicy
@@ -799,13 +800,6 @@ def _refuse_raw_mode(group: ResourceGroup) -> None:
         raise InvalidInputError("mode", RAW_MODE_REFUSED)
 
 
-def group_not_found(name: str) -> NotFoundError:
-    """PD's errs.ErrResourceGroupNotExists for ``name`` (pkg/errs/errno.go), HTTP 404."""
-    return NotFoundError(
-        f"[PD:resourcemanager:ErrGroupNotExists]the {name} resource group does not exist"
-    )
-
-
 def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
     """PD's PatchSettings: new settings onto the old group, tokens and stats untouched."""
     if new.mode != old.mode:
@@ -852,4 +846,4 @@ def parse_json_object(body: bytes, what: str = "body") -> Any:
         raise InvalidInputError(what, f"not valid JSON: {exc}") from None
 
 
-__all__ = ["DEFAULT_TIMEOUT", "GroupView", "Writer", "group_not_found", "parse_json_object"]
+__all__ = ["DEFAULT_TIMEOUT", "GroupView", "Writer", "parse_json_object"]

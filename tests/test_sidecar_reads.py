@@ -73,7 +73,9 @@ class TestGroups:
         """A group that does not exist answers PD's 404 text, still stamped with X-Revision."""
         response = sidecar.get(f"{API}/config/group/nope")
         assert response.status_code == 404
-        assert response.text == "resource group not found"
+        assert response.text == (
+            "[PD:resourcemanager:ErrGroupNotExists]the nope resource group does not exist"
+        )
         assert revision_of(response) == replica.revision
 
     def test_list_is_sorted_and_from_one_revision(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rmwatch.errors import group_not_found
 from rmwatch.store._pb import resource_manager_pb2 as pb
 from rmwatch.store.codec import decode_settings, encode_settings
 from rmwatch.store.keys import NULL_KEYSPACE_ID
@@ -27,10 +28,9 @@ def request_keyspace(request: Any) -> int:
 
 
 def not_exists_message(name: str) -> str:
-    """PD's error text for a missing group, as a Go client sees it over gRPC: pkg/errs/errno.go
-    ``ErrResourceGroupNotExists`` ("the %s resource group does not exist", RFC code
-    ``PD:resourcemanager:ErrGroupNotExists``), formatted ``[code]message`` by pingcap/errors."""
-    return f"[PD:resourcemanager:ErrGroupNotExists]the {name} resource group does not exist"
+    """PD's error text for a missing group, as a Go client sees it over gRPC
+    (``rmwatch.errors.group_not_found``)."""
+    return str(group_not_found(name))
 
 
 def group_to_pb(

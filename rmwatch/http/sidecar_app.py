@@ -35,7 +35,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from rmwatch import __version__
-from rmwatch.errors import InvalidInputError, NotReadyError, RevisionTimeoutError, RmwatchError
+from rmwatch.errors import (
+    InvalidInputError,
+    NotReadyError,
+    RevisionTimeoutError,
+    RmwatchError,
+    group_not_found,
+)
 from rmwatch.http import pdjson
 from rmwatch.http import service_limit as limits
 from rmwatch.http.app_options import APP_OPTIONS
@@ -261,8 +267,8 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         snap = await reads.snapshot(request)
         group = snap.get_group(name, keyspace)
         if group is None:
-            # PD's text before tikv/pd#9393 (newer PD answers its ErrGroupNotExists text).
-            raise Refusal(_stamped(text(404, "resource group not found"), reads, snap))
+            # PD: metadataapi/config_service.go:378 (HEAD a186e0c), the writer's text too.
+            raise Refusal(_stamped(text(404, str(group_not_found(name))), reads, snap))
         stats = with_stats(request.query_params.get("with_stats"))
         return reads.answer_bytes(reads.group_body(snap, group, keyspace, stats), snap)
 

@@ -132,6 +132,16 @@ class TestErrorTexts:
                 "[PD:resourcemanager:ErrGroupNotExists]the g1 resource group does not exist"
             ), service
 
+    def test_get_missing_group(self, services: Services) -> None:
+        """GET of a missing group: 404 with the same errs.ErrResourceGroupNotExists text on
+        both services (PD: metadataapi/config_service.go:378, HEAD a186e0c; PD before
+        tikv/pd#9393 answered ``resource group not found``)."""
+        for service, r in services.both("GET", "/config/group/nope").items():
+            assert r.status_code == 404, service
+            assert r.text == (
+                "[PD:resourcemanager:ErrGroupNotExists]the nope resource group does not exist"
+            ), service
+
     def test_forbidden_forward_header(self, services: Services) -> None:
         """``X-Forbidden-Forward-To-Microservice: true`` answers Go's http.NotFound on both,
         whatever the method (PD: pkg/mcs/resourcemanager/redirector/redirector.go:89)."""
