@@ -15,8 +15,8 @@ service limits.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from rmwatch.errors import DecodeError, InvalidKeyError
 
@@ -40,20 +40,39 @@ class KeyKind(StrEnum):
     SERVICE_LIMIT = "service_limit"
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedKey:
+class ParsedKey(NamedTuple):
     """A key split into its parts; ``name`` is None for the controller and service limits.
 
     ``canonical`` is False for a key PD reads but never writes: a zero-padded keyspace id
     (``07``) or the keyspace form of the null keyspace (``keyspace/settings/4294967295/...``).
     Such a key stands for the same group as the canonical one, so readers resolve the two by
-    PD's load order; it does not take part in equality.
+    PD's load order; it does not take part in equality or the hash.
+
+    A NamedTuple (immutable) rather than a frozen dataclass: one is made for every key a load
+    or a watch event brings, and building a frozen dataclass cost ~0.9 us of a ~1.5 us parse
+    (``tuple.__new__`` on the hot path: ~0.3 us).
     """
 
     kind: KeyKind
     keyspace_id: int = NULL_KEYSPACE_ID
     name: str | None = None
-    canonical: bool = field(default=True, compare=False)
+    canonical: bool = True
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ParsedKey):
+            return self[:3] == other[:3]
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, ParsedKey):
+            return self[:3] != other[:3]
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self[:3])
+
+
+_parsed_key = tuple.__new__  # builds a ParsedKey without the generated __new__'s call
 
 
 def parse_keyspace_id(text: str) -> int:
@@ -211,12 +230,13 @@ class KeyLayout:
         rest = text[len(self._prefix) :]
         if rest.startswith("settings/") and len(rest) > 9:
             # The legacy settings key, most keys by far: the loop below, without the loop.
-            return ParsedKey(KeyKind.SETTINGS, NULL_KEYSPACE_ID, rest[9:])
+            return _parsed_key(ParsedKey, (KeyKind.SETTINGS, NULL_KEYSPACE_ID, rest[9:], True))
         if rest == "controller":
             return ParsedKey(KeyKind.CONTROLLER)
         for head, kind in (("settings/", KeyKind.SETTINGS), ("states/", KeyKind.STATES)):
             if rest.startswith(head):
-                return ParsedKey(kind, NULL_KEYSPACE_ID, _name(text, rest[len(head) :]))
+                name = _name(text, rest[len(head) :])
+                return _parsed_key(ParsedKey, (kind, NULL_KEYSPACE_ID, name, True))
         if rest.startswith("keyspace/service_limits/"):
             ks_text = rest[len("keyspace/service_limits/") :]
             keyspace_id = _keyspace(text, ks_text)

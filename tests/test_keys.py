@@ -187,6 +187,21 @@ class TestParseKeys:
         assert parsed.keyspace_id == keyspace_id
         assert parsed.canonical is False
 
+    def test_canonical_is_left_out_of_equality_and_hash(self) -> None:
+        """A non-canonical key equals (and hashes as) the canonical one for the same group;
+        the parts stay immutable."""
+        padded = KeyLayout().parse("resource_group/keyspace/settings/07/a")
+        plain = KeyLayout().parse("resource_group/keyspace/settings/7/a")
+        assert padded == plain
+        assert (padded != plain) is False  # __ne__ agrees with __eq__
+        assert hash(padded) == hash(plain)
+        assert padded.canonical is False
+        assert plain.canonical is True
+        assert padded != ParsedKey(KeyKind.STATES, 7, "a")
+        assert {padded: 1}[plain] == 1
+        with pytest.raises(AttributeError):
+            padded.name = "b"  # type: ignore[misc]
+
     @pytest.mark.parametrize(
         "key",
         [
