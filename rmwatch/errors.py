@@ -54,10 +54,15 @@ class DecodeError(RmwatchError, ValueError):
 
 
 class InvalidInputError(RmwatchError, ValueError):
-    """A request value fails validation; ``field`` names it (dotted path)."""
+    """A request value fails validation; ``field`` names it (dotted path).
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"invalid {field}: {reason}")
+    The message is ``invalid <field>: <reason>``, or with ``pd_text`` the reason alone: where
+    PD answers the case with words of its own (which name the field themselves), a PD client
+    gets exactly those words.
+    """
+
+    def __init__(self, field: str, reason: str, *, pd_text: bool = False) -> None:
+        super().__init__(reason if pd_text else f"invalid {field}: {reason}")
         self.field = field
         self.reason = reason
 

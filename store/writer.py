@@ -380,7 +380,7 @@ class Writer:
         pkg/mcs/resourcemanager/server/manager.go:246): an override, removed when ``version``
         is the policy's default; a policy of default 1 is started when none is stored."""
         if version <= 0:
-            raise InvalidInputError("ru_version", "ru_version must be positive")
+            raise InvalidInputError("ru_version", "ru_version must be positive", pd_text=True)
         key = self.layout.controller()
 
         def plan() -> _Plan:
@@ -784,13 +784,14 @@ def _controller_update(update: Callable[[], ControllerConfig]) -> ControllerConf
         return update()
     except KeyError as exc:
         item = str(exc.args[0])
-        raise InvalidInputError(item, f"config item {item} not found") from None
+        raise InvalidInputError(item, f"config item {item} not found", pd_text=True) from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
         raise InvalidInputError(where, err["msg"]) from None
     except ValueError as exc:
-        raise InvalidInputError("controller", str(exc)) from None
+        # PD's words: the policy's validate (config.go:129-140)
+        raise InvalidInputError("controller", str(exc), pd_text=True) from None
 
 
 def _refuse_raw_mode(group: ResourceGroup) -> None:
@@ -806,6 +807,7 @@ def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
         raise InvalidInputError(
             "mode",
             "only support reconfigure in same mode, maybe you should delete and create a new one",
+            pd_text=True,  # resource_group.go:220
         )
     update: dict[str, Any] = {
         "priority": new.priority,
@@ -813,11 +815,21 @@ def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
         "background_settings": new.background_settings,
     }
     if old.mode is GroupMode.RU_MODE:
-        if new.r_u_settings is None or new.r_u_settings.r_u is None:
-            raise InvalidInputError("r_u_settings", "required to modify an RU-mode group")
+        if new.r_u_settings is None:
+            raise InvalidInputError(
+                "r_u_settings",
+                "invalid resource group settings, RU mode should set RU settings",
+                pd_text=True,  # resource_group.go:232
+            )
         old_ru = old.r_u_settings.r_u if old.r_u_settings and old.r_u_settings.r_u else None
+        fresh = new.r_u_settings.r_u
+        # PD's GroupTokenBucket.patch/applySettings (token_buckets.go:438-457, HEAD a186e0c):
+        # no ``r_u``, or an ``r_u`` without ``settings``, keeps the stored bucket settings.
+        settings = fresh.settings if fresh is not None and fresh.settings is not None else None
+        if settings is None and old_ru is not None:
+            settings = old_ru.settings
         bucket = TokenBucket(
-            settings=new.r_u_settings.r_u.settings,
+            settings=settings,
             tokens=old_ru.tokens if old_ru else 0.0,  # no token delta: settings only
         )
         update["r_u_settings"] = new.r_u_settings.model_copy(update={"r_u": bucket})

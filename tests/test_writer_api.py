@@ -77,10 +77,13 @@ class TestGroupRoutes:
         assert got["r_u_settings"]["r_u"]["settings"]["fill_rate"] == 7
 
     def test_bad_priority_names_field(self, served: Served) -> None:
-        """A priority over 16 is 400 naming the field."""
+        """A priority over 16 is 400 naming the field, in PD's ErrInvalidGroup words."""
         r = served.http.post("/config/group", json=group_body("g1", priority=17), headers=AUTH)
         assert r.status_code == 400
-        assert r.text.startswith("invalid priority:")
+        assert r.text.startswith(
+            "[PD:resourcemanager:ErrInvalidGroup]invalid group settings, please check the group "
+            "priority ("
+        )
 
     def test_not_json_is_400(self, served: Served) -> None:
         """A body that is not JSON is 400."""

@@ -52,13 +52,15 @@ def _keyspace_value(raw: Any) -> int | None:
             name = "keyspace_identity"
         if name in ("value", "keyspace_identity"):
             if name in seen:
-                raise InvalidInputError("keyspace_id", f"keyspace_id {name} must be set only once")
+                raise InvalidInputError("keyspace_id", f"keyspace_id {name} must be set only once",
+                                        pd_text=True)  # fmt: skip
             seen.add(name)
             if name == "value":
                 value = raw[key]
     if "value" not in seen:
         if seen:  # keyspace_identity alone (config_service.go:360)
-            raise InvalidInputError("keyspace_id", "keyspace_id must contain a legacy value")
+            raise InvalidInputError("keyspace_id", "keyspace_id must contain a legacy value",
+                                    pd_text=True)  # fmt: skip
         return 0  # {}: the legacy encoding of value 0 (config_service.go:354)
     if isinstance(value, str) and value.isascii() and value.isdigit():
         value = int(value)  # protobuf JSON quotes 64-bit ints, and accepts quoted uint32
@@ -71,7 +73,7 @@ def _split(data: dict[str, Any]) -> tuple[bool, Any]:
     keys = data.keys_seen if isinstance(data, gojson.Pairs) else list(data)
     found = [k for k in keys if _is_keyspace_field(k)]
     if len(found) > 1:
-        raise InvalidInputError("keyspace_id", "keyspace_id must be set only once")
+        raise InvalidInputError("keyspace_id", "keyspace_id must be set only once", pd_text=True)
     return (True, data[found[0]]) if found else (False, None)
 
 
@@ -88,7 +90,8 @@ def _validate(fields: dict[str, Any]) -> ResourceGroup:
             # PD answers 500 with errs.ErrInvalidGroup (keyspace_manager.go:118); rmwatch
             # answers 400 (the client's mistake) with PD's words, then the detail.
             what = "the group name" if where == "name" else "the group priority"
-            raise InvalidInputError(where, f"{_PD_INVALID_GROUP} {what} ({err['msg']})") from None
+            raise InvalidInputError(where, f"{_PD_INVALID_GROUP} {what} ({err['msg']})",
+                                    pd_text=True) from None  # fmt: skip
         # pydantic prefixes a validator's own ValueError with "Value error, ": the reason alone
         # reads better and is what the writer's library path says too.
         raise InvalidInputError(where, err["msg"].removeprefix("Value error, ")) from None
@@ -102,6 +105,7 @@ def _from_protobuf_json(body: bytes, legacy: InvalidInputError) -> ResourceGroup
         raise InvalidInputError(
             "body",
             f"invalid resource group JSON: legacy JSON: {legacy}; protobuf JSON: {exc}",
+            pd_text=True,  # config_service.go:197
         ) from None
     try:
         return codec.decode_settings("body", message.SerializeToString())

@@ -29,7 +29,7 @@ def ru_version_body(body: bytes) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) > INT32_MAX:
         raise InvalidInputError("ru_version", f"cannot unmarshal {value!r} into a Go int32")
     if value <= 0:
-        raise InvalidInputError("ru_version", "ru_version must be positive")
+        raise InvalidInputError("ru_version", "ru_version must be positive", pd_text=True)
     return value
 
 

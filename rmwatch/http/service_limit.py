@@ -35,7 +35,7 @@ def parse_limit_body(body: bytes) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInputError("service_limit", "must be a number")
     if value < 0:
-        raise InvalidInputError("service_limit", "service_limit must be non-negative")
+        raise InvalidInputError("service_limit", "service_limit must be non-negative", pd_text=True)
     return float(value)
 
 

@@ -114,10 +114,11 @@ class TestBodies:
         ],
     )  # fmt: skip
     def test_keyspace_id_refusals(self, services: Services, raw: bytes, text: str) -> None:
-        """PD's refusals of a malformed keyspace_id (config_service.go:229,325,360) are 400."""
+        """PD's refusals of a malformed keyspace_id (config_service.go:229,325,360) are 400,
+        in PD's words exactly."""
         for service, r in services.both("POST", "/config/group", content=raw).items():
             assert r.status_code == 400, (service, r.text)
-            assert text in r.text, service
+            assert r.text == text, service
 
 
 class TestErrorTexts:
@@ -150,6 +151,40 @@ class TestErrorTexts:
             answers = services.both(method, "/config/groups", headers=headers)
             for service, r in answers.items():
                 assert (r.status_code, r.text) == (404, "404 page not found\n"), service
+
+
+class TestModifyPatch:
+    """PUT config/group applies PD's PatchSettings (resource_group.go:218-244) and
+    GroupTokenBucket.patch (token_buckets.go:438-457), PD HEAD a186e0c."""
+
+    @pytest.mark.parametrize(
+        "r_u_settings",
+        [{}, {"r_u": {}}, {"r_u": {"tokens": 0}}],
+        ids=["no-r_u", "empty-r_u", "no-settings"],
+    )
+    def test_without_bucket_settings_the_stored_ones_stay(
+        self, services: Services, r_u_settings: dict[str, object]
+    ) -> None:
+        """No ``r_u``, or an ``r_u`` without ``settings``: the priority changes, the stored
+        bucket settings stay (PD patches nothing into the bucket)."""
+        services.writer.post("/resource-manager/api/v1/config/group", json=GROUP)
+        body = {"name": "g1", "mode": 1, "r_u_settings": r_u_settings, "priority": 3}
+        for service, r in services.both("PUT", "/config/group", json=body).items():
+            assert (r.status_code, r.text) == (200, "Success!"), service
+        assert _fill(services) == 100
+        for service, r in services.both("GET", "/config/group/g1").items():
+            assert r.json()["priority"] == 3, service
+            assert r.json()["r_u_settings"]["r_u"]["settings"]["burst_limit"] == 200, service
+
+    def test_without_ru_settings_is_refused_in_pds_words(self, services: Services) -> None:
+        """An RU group modified without ``r_u_settings``: PD's text (resource_group.go:232; PD
+        answers it 500, rmwatch 400), nothing stored."""
+        services.writer.post("/resource-manager/api/v1/config/group", json=GROUP)
+        body = {"name": "g1", "mode": 1, "priority": 3}
+        for service, r in services.both("PUT", "/config/group", json=body).items():
+            assert r.status_code == 400, (service, r.text)
+            assert r.text == "invalid resource group settings, RU mode should set RU settings"
+        assert _fill(services) == 100
 
 
 class TestServiceLimit:
@@ -190,7 +225,7 @@ class TestServiceLimit:
         for service, r in answers.items():
             assert r.status_code == status, (service, r.text)
         if status == 400 and body.startswith(b'{"service_limit": -'):
-            assert all("service_limit must be non-negative" in r.text for r in answers.values())
+            assert all(r.text == "service_limit must be non-negative" for r in answers.values())
         if shown is not None:
             got = services.both("GET", path)
             assert {s: r.json()["service_limit"] for s, r in got.items()} == {
@@ -232,7 +267,10 @@ class TestListedDeviations:
         body = {"name": "g1", "mode": 0}
         for service, r in services.both("PUT", "/config/group", json=body).items():
             assert r.status_code == 400, (service, r.text)
-            assert "only support reconfigure in same mode" in r.text, service
+            assert r.text == (
+                "only support reconfigure in same mode, "
+                "maybe you should delete and create a new one"
+            ), service
 
     def test_delete_default_is_403(self, services: Services) -> None:
         """Deleting ``default`` is 403 with errs.ErrDeleteReservedGroup's text (PD 500:
