@@ -348,9 +348,15 @@ class Writer:
     def update_controller(
         self, items: dict[str, Any], *, expected_revision: int | None = None
     ) -> int:
-        """Apply PD's controller-config map all or nothing; any unknown key fails the lot."""
+        """Apply PD's controller-config map all or nothing; any unknown key fails the lot.
+
+        An empty map writes nothing and returns the controller's mod_revision: PD answers it
+        200 without a write or a role check (metadataapi/config_service.go:420-445).
+        """
         if not isinstance(items, dict):
             raise InvalidInputError("body", "must be a JSON object of controller keys")
+        if not items:
+            return self.get_controller_at()[1]
         key = self.layout.controller()
 
         def plan() -> _Plan:

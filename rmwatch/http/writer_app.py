@@ -262,6 +262,8 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
         api.check_auth(request)
         body = await api.read_body(request)
         items = gojson.loads(body)
+        if items is None:
+            items = {}  # PD binds ``null`` to a nil map: nothing to apply, 200
         if not isinstance(items, dict):
             raise InvalidInputError("body", "must be a JSON object of controller keys")
         return await api.write(request, body, lambda: writer.update_controller(items))

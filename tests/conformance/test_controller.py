@@ -84,6 +84,17 @@ class TestControllerPost:
             got = r.json()
             assert {k: got[k] for k in shown} == shown, service
 
+    @pytest.mark.parametrize("body", [b"{}", b"null"])
+    def test_nothing_to_apply_writes_nothing(self, services: Services, body: bytes) -> None:
+        """``{}`` and ``null`` (a nil map for ShouldBindJSON) are 200 ``Success!`` with no
+        write (config_service.go:420-445: the loop applies nothing)."""
+        key = services.layout.controller()
+        services.node.client.put(key, b'{"ltb-max-wait-duration":"5s"}')
+        before = services.node.client.get(key)[1].mod_revision
+        for service, r in services.both("POST", "/config/controller", content=body).items():
+            assert (r.status_code, r.text) == (200, "Success!"), service
+        assert services.node.client.get(key)[1].mod_revision == before
+
     @pytest.mark.parametrize(
         ("items", "text"),
         [
