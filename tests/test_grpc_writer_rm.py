@@ -123,6 +123,24 @@ class TestWrites:
             )
         assert _code(exc) == grpc.StatusCode.PERMISSION_DENIED
 
+    @pytest.mark.parametrize("method", ["ModifyResourceGroup", "DeleteResourceGroup"])
+    def test_missing_group_is_unknown_with_pds_text(self, channel: grpc.Channel, method: str
+                                                     ) -> None:  # fmt: skip
+        """Modify or Delete of a missing group: UNKNOWN with ErrResourceGroupNotExists's text,
+        as PD's plain error reaches a Go client (grpc_service.go:170-182, HEAD a186e0c)."""
+        stub = rm_stub(channel)
+        request: object = (
+            pb.PutResourceGroupRequest(group=_group("ghost"))
+            if method == "ModifyResourceGroup"
+            else pb.DeleteResourceGroupRequest(resource_group_name="ghost")
+        )
+        with pytest.raises(grpc.RpcError) as exc:
+            getattr(stub, method)(request)
+        assert _code(exc) == grpc.StatusCode.UNKNOWN
+        assert exc.value.details() == (
+            "[PD:resourcemanager:ErrGroupNotExists]the ghost resource group does not exist"
+        )
+
     def test_bad_group_name(self, channel: grpc.Channel) -> None:
         """A name PD refuses is INVALID_ARGUMENT, nothing written."""
         with pytest.raises(grpc.RpcError) as exc:
