@@ -17,6 +17,7 @@ PD's behaviour pinned here is read from tikv/pd (commit a186e0cc61de):
   ``PD:resourcemanager:ErrKeyspaceNotExistsByName`` (pkg/errs/errno.go:537), and
   ``respondKeyspaceLookupError`` answers it 404 with its text (config_service.go:489-495) on
   every route that takes a keyspace name: group GET/list/DELETE and service-limit GET/POST.
+- a repeated query parameter: ``c.Query`` is ``url.Values.Get``, the first value.
 """
 
 from __future__ import annotations
@@ -128,6 +129,25 @@ def test_with_stats_values(apps: dict[str, TestClient], app: str) -> None:
         assert ("ru_consumption" in g1) is shown, value
         if shown:
             assert g1["ru_consumption"]["r_r_u"] == 1.5
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_a_repeated_parameter_counts_once_by_its_first_value(
+    apps: dict[str, TestClient], app: str
+) -> None:
+    """``with_stats`` and ``keyspace_name`` given twice: the first value counts, as gin's
+    ``c.Query`` (Go's url.Values.Get) reads it; on the fast path, the routed one and the list."""
+    client = apps[app]
+    for first, second, shown in (("true", "false", True), ("false", "true", False)):
+        query = f"with_stats={first}&with_stats={second}"
+        for extra in ("", "&min_revision=1"):
+            one = client.get(f"{PREFIX}/config/group/g1?{query}{extra}")
+            assert ("ru_consumption" in one.json()) is shown, (query, extra)
+        listed = client.get(f"{PREFIX}/config/groups?{query}").json()
+        assert ("ru_consumption" in next(g for g in listed if g["name"] == "g1")) is shown
+    named = client.get(f"{PREFIX}/config/group/g7?keyspace_name=ks1&keyspace_name=ghost")
+    assert named.status_code == 200, named.text
+    assert named.json()["name"] == "g7"
 
 
 @pytest.mark.parametrize("app", APPS)

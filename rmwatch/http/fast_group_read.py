@@ -148,7 +148,9 @@ class GroupReads:
         keyspace = NULL_KEYSPACE_ID
         stats = False
         if query:
-            params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+            params: dict[str, str] = {}
+            for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+                params.setdefault(key, value)  # the first of repeated values, as gin's c.Query
             if not self._FAST_KEYS.issuperset(params):
                 return None
             raw = params.get("keyspace_id")

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from rmwatch.errors import InvalidInputError, NotFoundError
+from rmwatch.http.pd import query
 from rmwatch.store.keys import parse_keyspace_id
 
 KeyspaceLookup = Callable[[str], int | None]
@@ -43,7 +44,7 @@ async def request_keyspace(
         InvalidInputError: a malformed ``keyspace_id``, or a name with no ``lookup`` (400).
         EtcdUnavailableError: the index could not be read (503).
     """
-    name = name if name is not None else request.query_params.get("keyspace_name")
+    name = name if name is not None else query(request, "keyspace_name")
     if name:
         if lookup is None:
             raise InvalidInputError(
@@ -53,7 +54,7 @@ async def request_keyspace(
         if found is None:
             raise keyspace_not_found(name)
         return found
-    raw = request.query_params.get("keyspace_id")
+    raw = query(request, "keyspace_id")
     if raw is None or raw == "":
         return None
     try:

@@ -8,11 +8,18 @@ against the line of PD's code it comes from.
 
 from __future__ import annotations
 
-from fastapi import Response
+from fastapi import Request, Response
 from fastapi.responses import PlainTextResponse
 
 PREFIX = "/resource-manager/api/v1"
 """The path every PD resource-manager route sits under."""
+
+
+def query(request: Request, name: str) -> str | None:
+    """The FIRST value of query parameter ``name``, or None: gin's ``c.Query`` takes the first
+    of repeated values (url.Values.Get), where starlette's ``query_params.get`` takes the last."""
+    values = request.query_params.getlist(name)
+    return values[0] if values else None
 
 
 def with_stats(value: str | None) -> bool:
@@ -33,4 +40,4 @@ def write_success(revision: int) -> Response:
     return PlainTextResponse("Success!", headers={"X-Revision": str(revision)})
 
 
-__all__ = ["PREFIX", "text", "with_stats", "write_success"]
+__all__ = ["PREFIX", "query", "text", "with_stats", "write_success"]

@@ -59,7 +59,7 @@ from rmwatch.http.forward import DEFAULT_FORWARD_TIMEOUT, ForwardClient
 from rmwatch.http.gojson import PD_JSON_MEDIA_TYPE, IndentedJSONResponse
 from rmwatch.http.keyspace import KeyspaceLookup, request_keyspace
 from rmwatch.http.metrics import RequestTracker, RouteCounters, SidecarMetrics, render
-from rmwatch.http.pd import PREFIX, text, with_stats
+from rmwatch.http.pd import PREFIX, query, text, with_stats
 from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.server_drain import ServerDrain
 from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, SidecarForwarder
@@ -139,7 +139,7 @@ class _Reads:
         A replica that is not ready is refused at once (503), before any wait: a client is
         better served by another replica than by a wait that may end stale anyway.
         """
-        raw = request.query_params.get("min_revision")
+        raw = query(request, "min_revision")
         wanted: int | None = None
         if raw is not None and raw != "":
             try:
@@ -269,7 +269,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         if group is None:
             # PD: metadataapi/config_service.go:378 (HEAD a186e0c), the writer's text too.
             raise Refusal(_stamped(text(404, str(group_not_found(name))), reads, snap))
-        stats = with_stats(request.query_params.get("with_stats"))
+        stats = with_stats(query(request, "with_stats"))
         return reads.answer_bytes(reads.group_body(snap, group, keyspace, stats), snap)
 
     @router.get("/config/groups")
@@ -277,7 +277,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         """Every group of a keyspace, sorted by name, all from one revision."""
         keyspace = await reads.keyspace(request)
         snap = await reads.snapshot(request)
-        stats = with_stats(request.query_params.get("with_stats"))
+        stats = with_stats(query(request, "with_stats"))
         # From the remembered group bodies: a list of 100k groups once read is a join (~0.7 s)
         # instead of an encode of every group (~7 s). Built a slice at a time, handing the
         # event loop back between slices, so other requests wait one slice, not the list.

@@ -46,7 +46,7 @@ from rmwatch.http.forward import ForwardClient
 from rmwatch.http.gojson import IndentedJSONResponse
 from rmwatch.http.group_body import parse_group_body
 from rmwatch.http.keyspace import request_keyspace
-from rmwatch.http.pd import PREFIX, text, with_stats, write_success
+from rmwatch.http.pd import PREFIX, query, text, with_stats, write_success
 from rmwatch.http.rm_config import rm_config_json
 from rmwatch.http.ru_version import ru_version_body
 from rmwatch.http.writer_forward import FORWARD_TIMEOUT, FORWARD_WAIT, WriterForwarder
@@ -204,7 +204,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         api.check_auth(request)
         body = await api.read_body(request)
         group = await api.parse_group(request, body)
-        raw = request.query_params.get("expected_revision")
+        raw = query(request, "expected_revision")
         try:
             expected = parse_revision(raw) if raw is not None else None
         except ValueError:
@@ -220,7 +220,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         name = request.path_params["name"]
         keyspace = await api.keyspace(request)
         view = await run_in_threadpool(writer.get_group, name, keyspace)
-        stats = with_stats(request.query_params.get("with_stats"))
+        stats = with_stats(query(request, "with_stats"))
         body = pdjson.group_json(view.group, view.states, with_stats=stats)
         return IndentedJSONResponse(body, headers={"X-Revision": str(view.revision)})
 
@@ -230,7 +230,7 @@ def _group_routes(app: FastAPI, api: _Api) -> None:
         """Every group of a keyspace, read at one revision."""
         keyspace = await api.keyspace(request)
         views, revision = await run_in_threadpool(writer.list_groups, keyspace)
-        stats = with_stats(request.query_params.get("with_stats"))
+        stats = with_stats(query(request, "with_stats"))
         body = [pdjson.group_json(v.group, v.states, with_stats=stats) for v in views]
         return IndentedJSONResponse(body, headers={"X-Revision": str(revision)})
 
