@@ -22,6 +22,7 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Callable
 from enum import IntEnum
 from typing import Any, Union
 
@@ -69,22 +70,48 @@ def _pairs(items: list[tuple[str, Any]]) -> Pairs:
     return out
 
 
+_DECODER = json.JSONDecoder(
+    parse_int=_parse_int,
+    parse_float=_parse_float,
+    parse_constant=_reject_constant,
+    object_pairs_hook=_pairs,
+)
+_LEADING_SPACE = " \t\n\r"  # JSON's whitespace, what Go's decoder skips before a value
+
+
 def loads(body: bytes) -> Any:
-    """Decode ``body`` as JSON; InvalidInputError (400) naming the problem if it is not JSON
-    Go would take (invalid UTF-8, NaN, too deep, a number out of range). Objects decode to
-    ``Pairs`` (a dict; the last duplicate wins, as in Go)."""
+    """Decode ``body`` as JSON (``json.Unmarshal``: the whole body is one value);
+    InvalidInputError (400) naming the problem if it is not JSON Go would take (invalid UTF-8,
+    NaN, too deep, a number out of range). Objects decode to ``Pairs`` (a dict; the last
+    duplicate wins, as in Go)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInputError("body", f"invalid UTF-8 at byte {exc.start}") from None
+    return _decoded(lambda: _DECODER.decode(text))
+
+
+def loads_first(body: bytes) -> Any:
+    """The first JSON value of ``body``, as gin's ``ShouldBindJSON`` reads a body (Go's
+    ``json.Decoder.Decode``, once): what follows the value is never read, so trailing bytes
+    are ignored (PD answers ``{"service_limit": 1} x`` 200). An empty body is ``EOF``, as Go
+    says it; otherwise the rules of ``loads``."""
+    text = body.decode("utf-8", "surrogateescape")  # trailing bytes may be anything
+    start = len(text) - len(text.lstrip(_LEADING_SPACE))
+    if start == len(text):
+        raise InvalidInputError("body", "EOF (an empty body)")
+    value, end = _decoded(lambda: _DECODER.raw_decode(text, start))
     try:
-        return json.loads(
-            text,
-            parse_int=_parse_int,
-            parse_float=_parse_float,
-            parse_constant=_reject_constant,
-            object_pairs_hook=_pairs,
-        )
+        text[start:end].encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = len(text[: start + exc.start].encode("utf-8", "surrogateescape"))
+        raise InvalidInputError("body", f"invalid UTF-8 at byte {bad}") from None
+    return value
+
+
+def _decoded(decode: Callable[[], Any]) -> Any:
+    try:
+        return decode()
     except RecursionError:
         raise InvalidInputError("body", "exceeded max depth (JSON nested too deeply)") from None
     except json.JSONDecodeError as exc:
@@ -206,5 +233,6 @@ __all__ = [
     "Pairs",
     "go_fields",
     "loads",
+    "loads_first",
     "match_key",
 ]

@@ -19,7 +19,7 @@ def ru_version_body(body: bytes) -> int:
     """The RU version a request body sets; InvalidInputError (400) as PD refuses it."""
     if not body.strip():
         raise InvalidInputError("body", 'EOF (an empty body; send {"ru_version": n})')
-    data = gojson.loads(body)
+    data = gojson.loads_first(body)  # gin's ShouldBindJSON
     if data is not None and not isinstance(data, dict):
         raise InvalidInputError("body", 'must be a JSON object {"ru_version": n}')
     value: Any = 0

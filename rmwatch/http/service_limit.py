@@ -23,7 +23,7 @@ def parse_limit_body(body: bytes) -> float:
     """The limit a POST body sets (see the module doc); InvalidInputError (400) otherwise."""
     if not body.strip():
         raise InvalidInputError("body", 'EOF (an empty body; send {"service_limit": f})')
-    data = gojson.loads(body)
+    data = gojson.loads_first(body)  # gin's ShouldBindJSON
     if data is None:
         return 0.0
     if not isinstance(data, dict):

@@ -261,7 +261,7 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
         """Apply a map of controller keys, all or nothing."""
         api.check_auth(request)
         body = await api.read_body(request)
-        items = gojson.loads(body)
+        items = gojson.loads_first(body)  # gin's ShouldBindJSON
         if items is None:
             items = {}  # PD binds ``null`` to a nil map: nothing to apply, 200
         if not isinstance(items, dict):

@@ -84,6 +84,14 @@ class TestControllerPost:
             got = r.json()
             assert {k: got[k] for k in shown} == shown, service
 
+    def test_bytes_after_the_body_are_not_read(self, services: Services) -> None:
+        """ShouldBindJSON decodes one value (config_service.go:422): what follows is ignored."""
+        body = b'{"ltb-max-wait-duration": "7s"} and more'
+        for service, r in services.both("POST", "/config/controller", content=body).items():
+            assert (r.status_code, r.text) == (200, "Success!"), service
+        for service, r in services.both("GET", "/config/controller").items():
+            assert r.json()["ltb-max-wait-duration"] == "7s", service
+
     @pytest.mark.parametrize("body", [b"{}", b"null"])
     def test_nothing_to_apply_writes_nothing(self, services: Services, body: bytes) -> None:
         """``{}`` and ``null`` (a nil map for ShouldBindJSON) are 200 ``Success!`` with no

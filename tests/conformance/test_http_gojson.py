@@ -39,3 +39,32 @@ class TestDecode:
         """100,000 levels of nesting are a named 400, not a RecursionError."""
         with pytest.raises(InvalidInputError, match="max depth"):
             gojson.loads(b"[" * 100_000 + b"]" * 100_000)
+
+
+class TestFirstValue:
+    """``loads_first``: the body as gin's ShouldBindJSON reads it (one json.Decoder.Decode)."""
+
+    @pytest.mark.parametrize(
+        ("body", "value"),
+        [(b'{"a":1} x', {"a": 1}), (b' \n{"a":1}{"b":2}', {"a": 1}), (b'{"a":1}\xff\xfe', {"a": 1}),
+         (b"null trailing", None), (b"7 8", 7)],
+    )  # fmt: skip
+    def test_what_follows_the_value_is_not_read(self, body: bytes, value: object) -> None:
+        """Trailing bytes, even a second value or invalid UTF-8, are ignored."""
+        assert gojson.loads_first(body) == value
+
+    def test_whole_body_decode_refuses_trailing_bytes(self) -> None:
+        """``loads`` (json.Unmarshal, PD's group body) refuses them."""
+        with pytest.raises(InvalidInputError, match="Extra data"):
+            gojson.loads(b'{"a":1} x')
+
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [(b"", "EOF"), (b" \t\r\n", "EOF"), (b'{"a":"\xff"}', "invalid UTF-8 at byte 6"),
+         (b'  {"a":"\xc3\xa9\xff"}', "invalid UTF-8 at byte 10"), (b"{nope", "not valid JSON"),
+         (b"NaN", "NaN is not valid JSON")],
+    )  # fmt: skip
+    def test_refusals(self, body: bytes, message: str) -> None:
+        """Nothing but space is EOF; invalid UTF-8 inside the value is named by its byte."""
+        with pytest.raises(InvalidInputError, match=message):
+            gojson.loads_first(body)

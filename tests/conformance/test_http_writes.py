@@ -211,13 +211,15 @@ class TestServiceLimit:
     @pytest.mark.parametrize(
         ("body", "status", "shown"),
         [(b"{}", 200, 0), (b'{"Service_Limit": 5}', 200, 5), (b'{"service_limit": -1}', 400, None),
-         (b'{"service_limit": "5"}', 400, None), (b"", 400, None)],
+         (b'{"service_limit": "5"}', 400, None), (b"", 400, None),
+         (b'{"service_limit": 6} trailing', 200, 6)],
     )  # fmt: skip
     def test_post_bodies(
         self, services: Services, body: bytes, status: int, shown: int | None
     ) -> None:
         """``{}`` sets 0 (a Go struct's zero value), keys fold case, negative is 400
-        ``service_limit must be non-negative`` (config_service.go:461), a string is 400."""
+        ``service_limit must be non-negative`` (config_service.go:461), a string is 400, bytes
+        after the value are not read (ShouldBindJSON: one json.Decoder.Decode, :457)."""
         services.writer.post("/resource-manager/api/v1/config/keyspace/service-limit",
                              json={"service_limit": 9})  # fmt: skip
         path = "/config/keyspace/service-limit"
