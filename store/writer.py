@@ -95,7 +95,7 @@ from rmwatch.store.models import (
     TokenBucket,
     default_group,
 )
-from rmwatch.store.roles import WriteKind, WriteRole, check_write
+from rmwatch.store.roles import WriteKind, WriteRole, allows, check_write
 
 log = get_logger("writer")
 
@@ -357,6 +357,10 @@ class Writer:
             raise InvalidInputError("body", "must be a JSON object of controller keys")
         if not items:
             return self.get_controller_at()[1]
+        if not allows(self.role, WriteKind.METADATA):
+            # PD names an unknown key (400) before its role refuses the write (403):
+            # config_service.go:427-431 runs before UpdateControllerConfigItem's check.
+            _refuse_unknown_controller_keys(items)
         key = self.layout.controller()
 
         def plan() -> _Plan:
@@ -798,6 +802,16 @@ def _controller_update(update: Callable[[], ControllerConfig]) -> ControllerConf
     except ValueError as exc:
         # PD's words: the policy's validate (config.go:129-140)
         raise InvalidInputError("controller", str(exc), pd_text=True) from None
+
+
+def _refuse_unknown_controller_keys(items: dict[str, Any]) -> None:
+    """InvalidInputError (PD's ``config item <key> not found``) for the first key that names
+    no field of PD's ControllerConfig, top level or a child of ``request-unit``."""
+    defaults = ControllerConfig().to_json_dict()
+    known = ControllerConfig.known_keys() | set(defaults["request-unit"])
+    for item in items:
+        if item == "request-unit" or item not in known:
+            raise InvalidInputError(item, f"config item {item} not found", pd_text=True)
 
 
 def _refuse_raw_mode(group: ResourceGroup) -> None:

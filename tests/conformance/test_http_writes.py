@@ -290,3 +290,11 @@ class TestListedDeviations:
         with nodes(node.start()), TestClient(create_writer_app(node.writer, token=None)) as c:
             r = c.post("/resource-manager/api/v1/config/group", json=GROUP)
             assert (r.status_code, r.text) == (403, "metadata write is disabled")
+            # The controller's keys are checked before the role (config_service.go:427-441).
+            path = "/resource-manager/api/v1/config/controller"
+            r = c.post(path, json={"bogus": 1})
+            assert (r.status_code, r.text) == (400, "config item bogus not found")
+            r = c.post(path, json={"request-unit": {}})
+            assert (r.status_code, r.text) == (400, "config item request-unit not found")
+            r = c.post(path, json={"read-base-cost": 0.5})
+            assert (r.status_code, r.text) == (403, "metadata write is disabled")
