@@ -29,10 +29,13 @@ from rmwatch.store import go_json
 from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_keyspace_id
 from rmwatch.store.models import GroupStates, ResourceGroup
 from rmwatch.store.stored_group import StoredGroup
+from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.replica import Replica
 
 GROUP_ROUTE = "/config/group/{name}"
 """The route this path answers, relative to ``PREFIX``."""
+
+_CONTENT_TYPE = PD_JSON_MEDIA_TYPE.encode()
 
 
 BODY_CACHE_BYTES = 96 * 1024 * 1024
@@ -82,6 +85,12 @@ class GroupBodies:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    def of(self, snap: Snapshot, group: StoredGroup, keyspace: int, stats: bool) -> bytes:
+        """``body`` of ``group`` with its states from the same snapshot: what the group GET
+        (routed, fast path or lane) and the group list send."""
+        states = snap.get_states(group.name, keyspace)
+        return self.body(group.name, keyspace, stats, group, states)
 
     def body(self, name: str, keyspace: int, stats: bool, group: ResourceGroup | StoredGroup,
              states: GroupStates | None) -> bytes:  # fmt: skip
@@ -138,7 +147,7 @@ class GroupReads:
             (b"x-revision", str(revision).encode()),
             (b"x-revision-age", f"{age:.3f}".encode()),
             (b"content-length", str(len(body)).encode()),
-            (b"content-type", PD_JSON_MEDIA_TYPE.encode()),
+            (b"content-type", _CONTENT_TYPE),
         ]
 
     def lookup(self, name: str, query: bytes) -> tuple[bytes, int, float] | None:
@@ -168,8 +177,7 @@ class GroupReads:
         group = snap.get_group(name, keyspace)
         if group is None:
             return None
-        body = self.bodies.body(name, keyspace, stats, group, snap.get_states(name, keyspace))
-        return body, snap.revision, replica.age()
+        return self.bodies.of(snap, group, keyspace, stats), snap.revision, replica.age()
 
 
 class FastGroupRead:

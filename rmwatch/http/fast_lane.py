@@ -30,10 +30,17 @@ from typing import Any
 
 from rmwatch.http.fast_group_read import GroupReads
 from rmwatch.http.forbidden_forward import FORBIDDEN_FORWARD_HEADER
+from rmwatch.http.gojson import PD_JSON_MEDIA_TYPE
 from rmwatch.http.metrics import RouteCounters
 from rmwatch.http.server_drain import ServerDrain
 
 _STATUS_200 = b"HTTP/1.1 200 OK\r\n"
+# GroupReads.answer's headers in their order (the routed IndentedJSONResponse's), then the body.
+_TAIL = (
+    b"x-revision: %d\r\nx-revision-age: %.3f\r\ncontent-length: %d\r\ncontent-type: "
+    + PD_JSON_MEDIA_TYPE.encode()
+    + b"\r\n%s\r\n%s"
+)
 _FORBIDDEN = FORBIDDEN_FORWARD_HEADER.lower().encode()
 RECORD_BATCH = 256
 """Lane answers recorded in the metrics at once (and at every /metrics render)."""
@@ -98,12 +105,9 @@ class FastLane:
                     b"%s: %s\r\n" % (header, value) for header, value in default_headers
                 )
             keep = keep_alive and not drain.draining
-            # GroupReads.answer's headers in their order (the routed IndentedJSONResponse's).
-            return self._head + (
-                b"x-revision: %d\r\nx-revision-age: %.3f\r\ncontent-length: %d\r\n"
-                b"content-type: application/json; charset=utf-8\r\n%s\r\n%s"
-                % (revision, age, len(body), b"" if keep else b"connection: close\r\n", body)
-            ), keep
+            tail = _TAIL % (revision, age, len(body), b"" if keep else b"connection: close\r\n",
+                            body)  # fmt: skip
+            return self._head + tail, keep
         finally:
             drain.leave()
             latencies = self._latencies

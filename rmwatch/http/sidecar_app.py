@@ -65,7 +65,6 @@ from rmwatch.http.server_drain import ServerDrain
 from rmwatch.http.sidecar_forward import DEFAULT_MAX_BODY, SidecarForwarder
 from rmwatch.store import go_json
 from rmwatch.store.keys import NULL_KEYSPACE_ID, parse_revision
-from rmwatch.store.stored_group import StoredGroup
 from rmwatch.watcher.cache import Snapshot
 from rmwatch.watcher.gc_control import HeapFreezer
 from rmwatch.watcher.replica import Replica
@@ -113,12 +112,6 @@ class _Reads:
         """``answer`` for a body already encoded (a remembered group body, a list of them):
         the same headers in the same order."""
         return Response(body, headers=self.headers(snap.revision), media_type=PD_JSON_MEDIA_TYPE)
-
-    def group_body(self, snap: Snapshot, group: StoredGroup, keyspace: int, stats: bool) -> bytes:
-        """``group``'s body as the group GET sends it, remembered while it is unchanged (the
-        bodies the fast path answers from, ``GroupBodies``)."""
-        states = snap.get_states(group.name, keyspace)
-        return self.bodies.body(group.name, keyspace, stats, group, states)
 
     def refused(self, response: Response) -> Response:
         """An early answer; unless it already names the revision it is about, stamped with
@@ -270,7 +263,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
             # PD: metadataapi/config_service.go:378 (HEAD a186e0c), the writer's text too.
             raise Refusal(_stamped(text(404, str(group_not_found(name))), reads, snap))
         stats = with_stats(query(request, "with_stats"))
-        return reads.answer_bytes(reads.group_body(snap, group, keyspace, stats), snap)
+        return reads.answer_bytes(reads.bodies.of(snap, group, keyspace, stats), snap)
 
     @router.get("/config/groups")
     async def list_groups(request: Request) -> Response:
@@ -286,7 +279,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         for start in range(0, len(groups), LIST_SLICE):
             if start:
                 await asyncio.sleep(0)
-            items += [go_json.array_item(reads.group_body(snap, g, keyspace, stats))
+            items += [go_json.array_item(reads.bodies.of(snap, g, keyspace, stats))
                       for g in groups[start : start + LIST_SLICE]]  # fmt: skip
         return reads.answer_bytes(go_json.join_array(items), snap)
 
