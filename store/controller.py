@@ -235,6 +235,19 @@ class ControllerConfig(_Frozen):
         """PD's top-level controller keys (the JSON names)."""
         return {info.alias or name for name, info in cls.model_fields.items()}
 
+    @classmethod
+    def first_unknown_key(cls, items: dict[str, Any]) -> str | None:
+        """The first key of a ``POST config/controller`` map that names no field of PD's
+        struct, top level or a child of ``request-unit`` (``request-unit`` itself included,
+        as in ``with_updates``), or None. PD's struct only: keys stored by a newer PD, which
+        ``with_updates`` takes, count as unknown here, as PD checks them
+        (metadataapi/config_service.go:427-431)."""
+        known = cls.known_keys() | set(cls().to_json_dict()["request-unit"])
+        for key in items:
+            if key == "request-unit" or key not in known:
+                return key
+        return None
+
 
 def _merged_policy(old: Any, new: dict[str, Any]) -> dict[str, Any]:
     """``new`` decoded onto ``old`` as Go's json.Unmarshal does into an existing struct: the

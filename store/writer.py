@@ -360,7 +360,9 @@ class Writer:
         if not allows(self.role, WriteKind.METADATA):
             # PD names an unknown key (400) before its role refuses the write (403):
             # config_service.go:427-431 runs before UpdateControllerConfigItem's check.
-            _refuse_unknown_controller_keys(items)
+            unknown = ControllerConfig.first_unknown_key(items)
+            if unknown is not None:
+                raise _unknown_controller_key(unknown)
         key = self.layout.controller()
 
         def plan() -> _Plan:
@@ -793,8 +795,7 @@ def _controller_update(update: Callable[[], ControllerConfig]) -> ControllerConf
     try:
         return update()
     except KeyError as exc:
-        item = str(exc.args[0])
-        raise InvalidInputError(item, f"config item {item} not found", pd_text=True) from None
+        raise _unknown_controller_key(str(exc.args[0])) from None
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "body"
@@ -804,14 +805,9 @@ def _controller_update(update: Callable[[], ControllerConfig]) -> ControllerConf
         raise InvalidInputError("controller", str(exc), pd_text=True) from None
 
 
-def _refuse_unknown_controller_keys(items: dict[str, Any]) -> None:
-    """InvalidInputError (PD's ``config item <key> not found``) for the first key that names
-    no field of PD's ControllerConfig, top level or a child of ``request-unit``."""
-    defaults = ControllerConfig().to_json_dict()
-    known = ControllerConfig.known_keys() | set(defaults["request-unit"])
-    for item in items:
-        if item == "request-unit" or item not in known:
-            raise InvalidInputError(item, f"config item {item} not found", pd_text=True)
+def _unknown_controller_key(item: str) -> InvalidInputError:
+    """PD's ``config item <key> not found`` (metadataapi/config_service.go:430), a 400."""
+    return InvalidInputError(item, f"config item {item} not found", pd_text=True)
 
 
 def _refuse_raw_mode(group: ResourceGroup) -> None:
