@@ -13,7 +13,6 @@ from typing import Any
 
 from rmwatch.errors import InvalidInputError
 from rmwatch.http import gojson
-from rmwatch.store.go_json import format_go_float
 
 GO_ZERO_TIME = "0001-01-01T00:00:00Z"
 """How Go's encoding/json writes a zero ``time.Time``."""
@@ -39,24 +38,19 @@ def parse_limit_body(body: bytes) -> float:
     return float(value)
 
 
-def go_number(value: float) -> float | int:
-    """``value`` as a JSON number Go would print: integral float64s without ``.0``."""
-    text = format_go_float(value)
-    return int(text) if text.lstrip("-").isdigit() else value
-
-
 def limit_json(limit: float | None) -> dict[str, Any]:
     """PD's GET body for a keyspace whose stored limit is ``limit`` (None: nothing stored, 0).
 
     ``available_tokens`` and ``last_update`` are an RM node's running limiter state, not
     metadata in etcd: rmwatch shows them as a fresh limiter with no tokens would have them
     (``0`` and Go's zero time), in PD's shape, so PD's clients decode the answer unchanged.
+    The float is written as Go writes a float64 by the answer's encoder (``go_json``).
     """
     return {
-        "service_limit": go_number(limit or 0.0),
+        "service_limit": limit or 0.0,
         "available_tokens": 0,
         "last_update": GO_ZERO_TIME,
     }
 
 
-__all__ = ["GO_ZERO_TIME", "go_number", "limit_json", "parse_limit_body"]
+__all__ = ["GO_ZERO_TIME", "limit_json", "parse_limit_body"]
