@@ -180,16 +180,10 @@ def join_array(items: list[bytes]) -> bytes:
     return b"[\n    " + b",\n    ".join(items) + b"\n]"
 
 
-def indent_array(bodies: list[bytes]) -> bytes:
-    """``marshal_indent`` of a list, from its items' own ``marshal_indent`` bytes."""
-    return join_array([array_item(body) for body in bodies])
-
-
 __all__ = [
     "array_item",
     "format_go_float",
     "go_string",
-    "indent_array",
     "join_array",
     "marshal",
     "marshal_indent",

@@ -139,9 +139,9 @@ def test_answers_over_http_stay_byte_identical_through_evictions(
 def test_the_list_is_built_from_remembered_bodies_and_follows_changes(
     small_cache_sidecar: httpx.Client, replica: Replica, etcd_client: Any, layout: KeyLayout
 ) -> None:
-    """``GET config/groups`` joins the remembered group bodies (``go_json.indent_array``): its
-    bytes are those of encoding the whole list afresh, through a cache too small to hold it,
-    and a group changed in etcd shows its new value in the next list."""
+    """``GET config/groups`` joins the remembered group bodies (``go_json.array_item``,
+    ``join_array``): its bytes are those of encoding the whole list afresh, through a cache
+    too small to hold it, and a group changed in etcd shows its new value in the next list."""
     names = _seed(etcd_client, layout, replica)
 
     def fresh() -> bytes:
@@ -165,11 +165,11 @@ def test_the_list_is_built_from_remembered_bodies_and_follows_changes(
     st.none() | st.integers() | st.text(),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
     max_leaves=10), max_size=5))  # fmt: skip
-def test_indent_array_is_marshal_indent_of_the_list(values: list[Any]) -> None:
+def test_joined_items_are_marshal_indent_of_the_list(values: list[Any]) -> None:
     """A list joined from its items' indented bodies is the list's own indented encoding
     (strings with newlines included: they are escaped, so every newline is layout)."""
-    items = [go_json.marshal_indent(v) for v in values]
-    assert go_json.indent_array(items) == go_json.marshal_indent(values)
+    items = [go_json.array_item(go_json.marshal_indent(v)) for v in values]
+    assert go_json.join_array(items) == go_json.marshal_indent(values)
 
 
 def test_a_list_longer_than_a_slice_yields_to_the_loop_and_is_whole(
