@@ -127,7 +127,8 @@ class TestWrites:
     def test_missing_group_is_unknown_with_pds_text(self, channel: grpc.Channel, method: str
                                                      ) -> None:  # fmt: skip
         """Modify or Delete of a missing group: UNKNOWN with ErrResourceGroupNotExists's text,
-        as PD's plain error reaches a Go client (grpc_service.go:170-182, HEAD a186e0c)."""
+        as PD's plain error reaches a Go client (grpc_service.go:167-170 for a delete,
+        182-185 for a modify; HEAD a186e0c)."""
         stub = rm_stub(channel)
         request: object = (
             pb.PutResourceGroupRequest(group=_group("ghost"))

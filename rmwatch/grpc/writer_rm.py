@@ -357,7 +357,8 @@ def _status(exc: RmwatchError) -> RpcAbortError:
     if isinstance(exc, WriteRefusedError):
         return RpcAbortError(grpc.StatusCode.PERMISSION_DENIED, str(exc))
     if isinstance(exc, NotFoundError):
-        # PD returns its plain error, which grpc-go sends as UNKNOWN (grpc_service.go:170-182)
+        # PD returns its plain error, which grpc-go sends as UNKNOWN (grpc_service.go:167-170
+        # for a delete, 182-185 for a modify)
         return RpcAbortError(grpc.StatusCode.UNKNOWN, str(exc))
     if isinstance(exc, AlreadyExistsError):
         return RpcAbortError(grpc.StatusCode.ALREADY_EXISTS, str(exc))
