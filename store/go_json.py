@@ -31,6 +31,7 @@ _HTML = re.compile("[<>&\u2028\u2029]")
 _HTML_ESCAPES = str.maketrans(
     {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 )
+_EXACT_INTS = float(2**53)
 _KEY_MEMO_LIMIT = 4096
 """Object keys whose encoded form is remembered: PD's bodies use a few dozen fixed names (an
 unknown controller key from a newer PD adds one), so a bound only guards against misuse."""
@@ -41,6 +42,10 @@ def format_go_float(value: float) -> str:
     1e-6 <= |x| < 1e21 (``100``, ``0.00001``), exponent otherwise with ``e-7`` not ``e-07``."""
     if value == 0:
         return "-0" if math.copysign(1.0, value) < 0 else "0"
+    if value.is_integer() and -_EXACT_INTS < value < _EXACT_INTS:
+        # Below 2**53 every integer is a float64 and floats are at most 1 apart, so the
+        # integer's own digits are the shortest that read back (~0.2 us; Decimal ~2 us).
+        return int.__repr__(int(value))
     if 1e-6 <= abs(value) < 1e21:
         text = format(Decimal(repr(value)), "f")
         if "." in text:

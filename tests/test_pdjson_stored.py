@@ -64,8 +64,7 @@ def _omit_zero_by_comparison(value: Any) -> Any:
             if isinstance(item, dict):
                 out[key] = _omit_zero_by_comparison(item)
             elif item not in (None, 0, 0.0, "", False) and item not in ([], ()):
-                whole = isinstance(item, float) and item.is_integer() and abs(item) < 1e21
-                out[key] = list(item) if isinstance(item, tuple) else int(item) if whole else item
+                out[key] = list(item) if isinstance(item, tuple) else item
         return out
     return value
 

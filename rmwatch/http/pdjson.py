@@ -17,7 +17,8 @@ the stored settings (``FromProtoResourceGroup``) and applying the states key (``
 - ``ru_consumption`` with ``with_stats=true`` only, then always (at least ``{}``): the settings'
   ``RUStats`` plus the states key's ``ru_consumption``, as PD adds them on load.
 
-Floats that are whole numbers go out as JSON integers, as Go prints float64 ``100`` as ``100``.
+Floats stay floats: ``rmwatch.store.go_json`` prints them as Go does (``100``, not ``100.0``;
+``1152921504606847000`` for 2**60, Go's shortest digits, not the exact ``1152921504606846976``).
 """
 
 from __future__ import annotations
@@ -42,21 +43,11 @@ __all__ = [
     "omit_zero",
 ]
 
-_GO_INT_RANGE = 1e21  # Go's encoding/json switches to exponent form at 1e21
-
-
-def _go_number(value: Any) -> Any:
-    # Go's encoding/json prints a whole float64 without a fraction ("100", not "100.0").
-    if isinstance(value, float) and value.is_integer() and abs(value) < _GO_INT_RANGE:
-        return int(value)
-    return value
-
 
 def omit_zero(value: Any) -> Any:
     """Drop zero scalars (0, 0.0, "", False, None, empty lists) from dicts, recursively.
 
-    Nested dicts stay even when they end up empty: a set pointer is emitted by Go. Whole
-    floats become ints (Go prints ``1``, not ``1.0``).
+    Nested dicts stay even when they end up empty: a set pointer is emitted by Go.
     """
     if isinstance(value, dict):
         out = {}
@@ -66,13 +57,7 @@ def omit_zero(value: Any) -> Any:
             elif item:
                 # Falsy is exactly the zeros above for JSON's types (None, bool, int, float,
                 # str, list; tuples too): one truth test instead of seven comparisons.
-                kind = type(item)
-                if kind is float:
-                    out[key] = _go_number(item)
-                elif kind is tuple:
-                    out[key] = list(item)
-                else:
-                    out[key] = item
+                out[key] = list(item) if type(item) is tuple else item
         return out
     return value
 
@@ -84,7 +69,7 @@ def _state(tokens: float, state: TokenState | None) -> dict[str, Any]:
     if state is not None:
         tokens = state.tokens or 0.0
     if tokens:
-        out["tokens"] = _go_number(tokens)
+        out["tokens"] = tokens
     if state is not None and state.last_update:
         out["last_update"] = state.last_update
     out["initialized"] = bool(state.initialized) if state is not None else False

@@ -32,12 +32,29 @@ class TestFloats:
         ("value", "text"),
         [(1.0, b"1"), (1 / 65536, b"0.0000152587890625"), (1e-7, b"1e-7"), (1e21, b"1e+21"),
          (123456789.0, b"123456789"), (0.5, b"0.5"), (-0.0, b"-0"), (1.5e-05, b"0.000015"),
-         (1e16, b"10000000000000000")],
+         (1e16, b"10000000000000000"), (2.0**53 - 1, b"9007199254740991"),
+         (2.0**53, b"9007199254740992"), (2.0**60, b"1152921504606847000"),
+         (-(2.0**60), b"-1152921504606847000"), (1e20 + 2**17, b"100000000000000130000")],
     )  # fmt: skip
     def test_float(self, value: float, text: bytes) -> None:
         """Fixed-point for 1e-6 <= |x| < 1e21, else the exponent form without padding."""
         assert go_json.marshal({"v": value}) == b'{"v":' + text + b"}"
         assert go_json.marshal_indent({"v": value}) == b'{\n    "v": ' + text + b"\n}"
+
+    @settings(max_examples=300, deadline=None)
+    @given(whole=st.integers(-(2**69), 2**69))  # 2**69 < 1e21: all fixed-point
+    def test_whole_floats_are_the_shortest_digits(self, whole: int) -> None:
+        """A whole float below 2**53 prints its integer digits (the fast path); at and past
+        it, the shortest digits that read back, zero-padded, as Go's 'f' format does."""
+        value = float(whole)
+        digits = repr(value).removesuffix(".0")
+        if "e" in digits:  # Python's repr: shortest digits in exponent form past 1e16
+            significand, _, power = digits.partition("e")
+            head, _, tail = significand.lstrip("-").partition(".")
+            sign = "-" if value < 0 else ""
+            digits = sign + (head + tail).ljust(int(power) + 1, "0")
+        assert go_json.format_go_float(value) == digits
+        assert float(go_json.format_go_float(value)) == value
 
 
 class TestStrings:

@@ -17,6 +17,7 @@ from sidecar_support import API, layout, replica, sidecar
 
 from rmwatch.http.pdjson import consumption_json, group_json
 from rmwatch.http.service_limit import limit_json
+from rmwatch.store import go_json
 from rmwatch.store.codec import encode_settings, encode_states
 from rmwatch.store.keys import KeyLayout
 from rmwatch.store.models import (
@@ -121,14 +122,20 @@ class TestGroupShape:
         assert "raw_resource_settings" not in group_json(group)
 
     def test_whole_floats_print_as_go_prints_them(self) -> None:
-        """``max_tokens`` 1e6 is ``1000000`` (Go), not ``1000000.0``; 0.5 stays 0.5."""
+        """``max_tokens`` 1e6 is ``1000000`` (Go), not ``1000000.0``; 0.5 stays 0.5; 2**60
+        is Go's shortest ``1152921504606847000``, not the exact ``1152921504606846976``
+        (strconv.FormatFloat(f, 'f', -1, 64), encoding/json/encode.go floatEncoder)."""
         limits = TokenLimitSettings(fill_rate=1, max_tokens=1e6)
         group = ResourceGroup(name="g", r_u_settings=GroupRequestUnitSettings(
             r_u=TokenBucket(settings=limits, tokens=0.5)))  # fmt: skip
-        r_u = group_json(group)["r_u_settings"]["r_u"]
-        assert r_u["settings"]["max_tokens"] == 1000000
-        assert isinstance(r_u["settings"]["max_tokens"], int)
-        assert r_u["state"]["tokens"] == 0.5
+        body = go_json.marshal(group_json(group)["r_u_settings"]["r_u"])
+        assert (
+            body == b'{"settings":{"fill_rate":1,"max_tokens":1000000},'
+            b'"state":{"tokens":0.5,"initialized":false}}'
+        )
+        big = ResourceGroup(name="g", r_u_settings=_ru(1, 2, tokens=2.0**60))
+        state = go_json.marshal(group_json(big)["r_u_settings"]["r_u"]["state"])
+        assert state == b'{"tokens":1152921504606847000,"initialized":false}'
 
 
 class TestStats:
@@ -208,6 +215,8 @@ _V3 = (
     + f_len(9, f_len(2, f_varint(1, 1) + f_varint(2, 5)))
 )
 _TOKENS = ResourceGroup(name="tok", r_u_settings=_ru(100, 200, tokens=42.0), priority=2)
+# 2**60 tokens: past 2**53, where Go's shortest digits and the exact integer part ways.
+_BIG = ResourceGroup(name="big", r_u_settings=_ru(100, 200, tokens=2.0**60))
 _BARE = ResourceGroup(name="bare", priority=9)
 _HTML_NAME = ResourceGroup(name="a<b&c>", priority=1)
 _STATS = ResourceGroup(name="st", r_u_settings=_ru(5, 6), ru_stats=Consumption(r_r_u=1.0))
@@ -247,6 +256,20 @@ TABLE: list[tuple[str, Any]] = [
                 }
             },
             "priority": 2,
+        },
+    ),
+    (
+        "/config/group/big",
+        {
+            "name": "big",
+            "mode": 1,
+            "r_u_settings": {
+                "r_u": {
+                    "settings": {"fill_rate": 100, "burst_limit": 200},
+                    "state": {"tokens": 1152921504606847000, "initialized": False},
+                }
+            },
+            "priority": 0,
         },
     ),
     (
@@ -290,6 +313,7 @@ def _store(client: Any, layout: KeyLayout) -> int:
     client.put(layout.settings("v3", 5), _V3)
     client.put(layout.settings("tok"), encode_settings(_TOKENS))
     client.put(layout.settings("bare"), encode_settings(_BARE))
+    client.put(layout.settings("big"), encode_settings(_BIG))
     client.put(layout.settings(_HTML_NAME.name), encode_settings(_HTML_NAME))
     client.put(layout.settings("st"), encode_settings(_STATS))
     return int(client.put(layout.states("st"), encode_states(_STATS_STATES)).header.revision)
@@ -305,10 +329,10 @@ def test_writer_and_replica_answer_the_table_alike(
 ) -> None:
     """Each row, asked of the writer and of the replica on one etcd, gets PD's JSON from both:
     an unstored default (plain, with stats, per keyspace), a V3 ``keyspace_identity`` group,
-    tokens from settings, an RU group without settings, stats summed, HTML characters in a
-    name, a keyspace's list. Byte for byte as gin's ``c.IndentedJSON`` writes it: Go's
-    MarshalIndent with four spaces, ``application/json; charset=utf-8`` (PD:
-    metadataapi/config_service.go:381 for a group, :397 for the list)."""
+    tokens from settings (2**60 in Go's shortest digits), an RU group without settings, stats
+    summed, HTML characters in a name, a keyspace's list. Byte for byte as gin's
+    ``c.IndentedJSON`` writes it: Go's MarshalIndent with four spaces, ``application/json;
+    charset=utf-8`` (PD: metadataapi/config_service.go:381 for a group, :397 for the list)."""
     revision = _store(etcd_client, layout)
     replica.wait_for_revision(revision, 5)
     with writer_http(etcd_endpoints, root_prefix) as (_, writer):
