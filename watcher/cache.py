@@ -244,13 +244,20 @@ class Snapshot:
         Among keys naming one group (the null keyspace's legacy and keyspace-form keys, ``07``
         and ``7``) the one PD loads last wins.
         """
+        if not self.odd_keys and keyspace_id == NULL_KEYSPACE_ID:
+            # The hot path, inlined: one concatenation, one lookup, the decoded slot. Every key
+            # ``{prefix}settings/<name>`` parses as a legacy settings key, whose value decodes
+            # to a StoredGroup or to None (bad): no type check, which reads the value's header
+            # (a cache miss: ~0.25 us of a ~1.7 us read spread over 100k groups).
+            entry = self.entries.get_fast(self._settings_key + name)
+            if entry is not None:
+                group = entry._value if entry._done else entry.value
+                if group is not None:
+                    return group  # type: ignore[return-value]
+            return reserved_default(keyspace_id) if name == DEFAULT_GROUP_NAME else None
         if self.odd_keys:
             key = self.layout.settings(name, keyspace_id)
             value = self._resolved(KeyKind.SETTINGS, keyspace_id, name, key)
-        elif keyspace_id == NULL_KEYSPACE_ID:
-            # The hot path, inlined: one concatenation, one lookup, the decoded slot.
-            entry = self.entries.get_fast(self._settings_key + name)
-            value = None if entry is None else (entry._value if entry._done else entry.value)
         else:
             entry = self.entries.get_fast(self.layout.settings(name, keyspace_id))
             value = None if entry is None else entry.value

@@ -283,7 +283,16 @@ class Replica:
         timeout: float = 5.0,
     ) -> Versioned[StoredGroup | None]:
         """A group's settings (None if absent) and the revision read at."""
-        snap = self.snapshot(min_revision=min_revision, timeout=timeout)
+        # ``snapshot``'s fast path inlined (a call of it is ~0.3 us of a ~3 us read).
+        published = self._published
+        snap = published.current
+        if not (
+            min_revision is None
+            and self._sm.may_serve
+            and snap is not None
+            and _monotonic() - published.confirmed_at <= self.max_staleness
+        ):
+            snap = self.snapshot(min_revision=min_revision, timeout=timeout)
         # tuple.__new__ skips the generic NamedTuple's __new__ (~0.6 us on the read hot path).
         return _versioned(Versioned, (snap.get_group(name, keyspace_id), snap.revision))
 
