@@ -96,5 +96,9 @@ class TestMetrics:
         assert value("rmwatch_sidecar_min_revision_wait_seconds_count", outcome="timeout") == 1
         assert value("rmwatch_sidecar_min_revision_wait_seconds_sum", outcome="timeout") >= 0.9
         assert value("rmwatch_replica_applied_revision") == replica.revision
+        # Read when scraped: the newest header revision, and how far the snapshot trails it.
+        store = value("rmwatch_replica_store_revision")
+        assert store >= replica.revision > 0
+        assert value("rmwatch_replica_lag_revisions") == store - replica.revision
         assert value("rmwatch_replica_state", state="SERVING") == 1
         assert ("rmwatch_replica_snapshot_load_seconds_count", frozenset()) in samples

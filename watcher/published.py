@@ -29,7 +29,11 @@ class Published:
         self.swapped_at = 0.0  # monotonic time of the last publish (the validator yields to it)
         self.store_revision = 0
         self._dropped_at = 0  # the applied revision when ``drop`` let the snapshot go
-        self._metrics = metrics
+        # Read when scraped rather than set on every publish and header (three gauge writes,
+        # each under its own lock, a watch response).
+        metrics.applied_revision.set_function(lambda: self.revision)
+        metrics.store_revision.set_function(lambda: self.store_revision)
+        metrics.lag_revisions.set_function(lambda: max(0, self.store_revision - self.revision))
 
     @property
     def revision(self) -> int:
@@ -52,8 +56,6 @@ class Published:
             self.current = snap
             self.swapped_at = time.monotonic()
             self.changed.notify_all()
-        self._metrics.applied_revision.set(snap.revision)
-        self._metrics.lag_revisions.set(max(0, self.store_revision - snap.revision))
 
     def since_swap(self) -> float:
         """Seconds since the last publish."""
@@ -80,9 +82,7 @@ class Published:
 
     def note_header(self, revision: int) -> None:
         """Remember the newest store revision seen in a response header."""
-        if revision > self.store_revision:
-            self.store_revision = revision
-            self._metrics.store_revision.set(revision)
+        self.store_revision = max(self.store_revision, revision)
 
     def wake(self) -> None:
         """Wake every waiter (a transition, or close)."""
