@@ -841,7 +841,7 @@ def _patch_settings(old: ResourceGroup, new: ResourceGroup) -> ResourceGroup:
         fresh = new.r_u_settings.r_u
         # PD's GroupTokenBucket.patch/applySettings (token_buckets.go:438-457, HEAD a186e0c):
         # no ``r_u``, or an ``r_u`` without ``settings``, keeps the stored bucket settings.
-        settings = fresh.settings if fresh is not None and fresh.settings is not None else None
+        settings = fresh.settings if fresh is not None else None
         if settings is None and old_ru is not None:
             settings = old_ru.settings
         bucket = TokenBucket(

@@ -288,7 +288,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         """The controller config; PD's defaults when none is stored."""
         snap = await reads.snapshot(request)
         body = pdjson.controller_json(snap.controller())
-        return IndentedJSONResponse(body, headers=reads.headers(snap.revision))
+        return reads.answer(body, snap)
 
     @router.get("/config")
     async def get_config(request: Request) -> Response:
@@ -296,7 +296,7 @@ def _rm_router(reads: _Reads, forwarder: SidecarForwarder) -> APIRouter:
         snap = await reads.snapshot(request)
         controller = pdjson.controller_json(snap.controller())
         body = rm_config_json(controller, name="rmwatch-replica")
-        return IndentedJSONResponse(body, headers=reads.headers(snap.revision))
+        return reads.answer(body, snap)
 
     async def service_limit(request: Request, name: str | None) -> Response:
         keyspace = await reads.keyspace(request, name)

@@ -253,7 +253,7 @@ def _config_routes(app: FastAPI, api: _Api) -> None:
         """The controller config (PD's defaults when never written)."""
         config, revision = await run_in_threadpool(writer.get_controller_at)
         return IndentedJSONResponse(pdjson.controller_json(config),
-                              headers={"X-Revision": str(revision)})  # fmt: skip
+                                    headers={"X-Revision": str(revision)})  # fmt: skip
 
     @app.post(f"{PREFIX}/config/controller")
     @guarded
