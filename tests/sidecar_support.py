@@ -15,7 +15,7 @@ import httpx
 import pyetcd
 import pytest
 import uvicorn
-from harness import free_port
+from harness import free_port, wait_until
 from writer_support import cluster_id_for, delete_keyspace_index
 
 from rmwatch.http.pd import PREFIX
@@ -107,6 +107,18 @@ def revision_of(response: httpx.Response) -> int:
     return int(value)
 
 
+def wait_listed_bad(sidecar: httpx.Client, bad: list[tuple[str, int]], what: str) -> None:
+    """Wait until ``/status`` lists exactly ``bad`` (key, revision) as undecodable: the
+    validator checks applied values off the apply path, so the registry follows the publish
+    (by up to its 20 ms deferral while the stream is busy)."""
+
+    def listed() -> bool:
+        errors = sidecar.get("/status").json()["decode_errors"]
+        return [(e["key"], e["revision"]) for e in errors] == bad
+
+    wait_until(listed, 5, what)
+
+
 __all__ = [
     "API",
     "layout",
@@ -116,4 +128,5 @@ __all__ = [
     "running_replica",
     "serve",
     "sidecar",
+    "wait_listed_bad",
 ]

@@ -19,6 +19,7 @@ from sidecar_support import (
     running_replica,
     serve,
     sidecar,
+    wait_listed_bad,
 )
 
 from rmwatch.http.sidecar_app import FORBIDDEN_FORWARD_HEADER, create_sidecar_app
@@ -307,16 +308,7 @@ class TestBadData:
         assert sidecar.get(f"{API}/config/group/bad").status_code == 404
         names = [g["name"] for g in sidecar.get(f"{API}/config/groups").json()]
         assert names == ["aa", "default", "zz"]
-
-        # The validator checks applied values off the apply path, so the registry follows
-        # the publish (by up to its 20 ms deferral while the stream is busy).
-        def listed() -> bool:
-            errors = sidecar.get("/status").json()["decode_errors"]
-            return [(e["key"], e["revision"]) for e in errors] == [
-                (layout.settings("bad"), bad_rev)
-            ]
-
-        wait_until(listed, 5, "the bad key on /status")
+        wait_listed_bad(sidecar, [(layout.settings("bad"), bad_rev)], "the bad key on /status")
         assert "rmwatch_replica_bad_keys 1.0" in sidecar.get("/metrics").text
 
 

@@ -11,9 +11,8 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import wait_until
 from pydantic import ValidationError
-from sidecar_support import API, layout, replica, sidecar
+from sidecar_support import API, layout, replica, sidecar, wait_listed_bad
 from writer_support import raw_get
 
 from rmwatch.errors import DecodeError, InvalidKeyError
@@ -101,12 +100,7 @@ class TestRawMode:
         assert sidecar.get(f"{API}/config/group/ok").json()["priority"] == 3
         names = [g["name"] for g in sidecar.get(f"{API}/config/groups").json()]
         assert names == ["default", "ok"]
-
-        def listed() -> bool:
-            errors = sidecar.get("/status").json()["decode_errors"]
-            return [(e["key"], e["revision"]) for e in errors] == [(key, bad_rev)]
-
-        wait_until(listed, 5, "the RawMode key on /status")
+        wait_listed_bad(sidecar, [(key, bad_rev)], "the RawMode key on /status")
 
 
 class TestKeyspaceIdOneof:
